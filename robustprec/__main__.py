@@ -1,0 +1,3 @@
+from robustprec.cli import main
+
+main()

@@ -1,0 +1,1 @@
+"""Analysis of sweep records: metrics, boundary fits, plots, reports."""

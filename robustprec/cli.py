@@ -1,0 +1,103 @@
+"""Command-line interface. Holds no logic: it parses, calls the packages, and prints.
+
+Heavy imports (torch, ray, deepspeed, mlflow) happen inside commands, so `robustprec --help` is instant.
+"""
+
+from __future__ import annotations
+
+import functools
+import shutil
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from robustprec.errors import RobustprecError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _user_errors(fn: F) -> F:
+    """Turn input errors into one line on stderr and exit code 2 (never a traceback)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except RobustprecError as e:
+            click.echo(f"error: {e}", err=True)
+            sys.exit(2)
+
+    return wrapper  # type: ignore[return-value]
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="robustprec")
+def main() -> None:
+    """robustprec: is a reduced-precision numerics scheme as robust to seeds and learning rates as BF16?"""
+
+
+def _prepare_run_dir(out: Path, resume: bool, overwrite: bool) -> None:
+    has_run = out.exists() and any(
+        (out / n).exists() for n in ("summary.json", "curve.parts", "curve.parquet", "checkpoints")
+    )
+    if has_run and not (resume or overwrite):
+        raise RobustprecError(
+            f"run directory {str(out)!r} already holds a run; pass --resume to continue it or --overwrite to replace it"
+        )
+    if overwrite and out.exists():
+        shutil.rmtree(out)
+    if resume and not (out / "checkpoints" / "latest").exists():
+        raise RobustprecError(
+            f"nothing to resume: {str(out)!r} has no checkpoint (set train.checkpoint_interval)"
+        )
+
+
+@main.command()
+@click.option(
+    "--config", "config_path", type=click.Path(dir_okay=False), help="YAML config file (defaults if omitted)."
+)
+@click.option(
+    "--set",
+    "overrides",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Override a config key, e.g. optim.lr=3e-3.",
+)
+@click.option("--out", type=click.Path(file_okay=False), help="Run directory (default: runs/<name>-<time>).")
+@click.option("--resume", is_flag=True, help="Continue the run in --out from its latest checkpoint.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing run in --out.")
+@_user_errors
+def train(
+    config_path: str | None, overrides: tuple[str, ...], out: str | None, resume: bool, overwrite: bool
+) -> None:
+    """Train one trial and print its summary."""
+    from robustprec.config import load_config
+
+    cfg = load_config(config_path, list(overrides))
+    run_dir = Path(out) if out else Path("runs") / f"{cfg.name or 'train'}-{time.strftime('%Y%m%d-%H%M%S')}"
+    if resume and not out:
+        raise RobustprecError("--resume needs --out DIR")
+    _prepare_run_dir(run_dir, resume, overwrite)
+
+    from robustprec.cli_display import TrainProgress, print_summary
+    from robustprec.train.loop import train as run_training
+
+    with TrainProgress(cfg.train.steps) as progress:
+        summary = run_training(cfg, run_dir, resume=resume, on_step=progress.update)
+    print_summary(summary, run_dir)
+
+
+@main.command()
+def formats() -> None:
+    """List numerics backends and number-format aliases with their ranges."""
+    from robustprec.cli_display import print_formats
+
+    print_formats()
+
+
+if __name__ == "__main__":
+    main()

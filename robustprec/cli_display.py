@@ -1,0 +1,121 @@
+"""Terminal display for the CLI: progress bars and summary tables (rich, on stderr/stdout)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+
+_err = Console(stderr=True)
+_out = Console()
+
+
+def _fmt(v: Any) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return str(v)
+
+
+class TrainProgress:
+    """A single progress line: steps, loss, eval loss, tokens/s. Falls back to periodic lines when not a TTY."""
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self.progress = Progress(
+            TextColumn("[bold]train"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("loss {task.fields[loss]}  eval {task.fields[eval]}  {task.fields[tps]} tok/s"),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=_err,
+            transient=False,
+        )
+        self.task = self.progress.add_task("train", total=total, loss="-", eval="-", tps="-")
+        self._tokens_prev: int | None = None
+        self._started = False
+
+    def __enter__(self) -> TrainProgress:
+        return self
+
+    def __exit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self._started:
+            self.progress.stop()
+
+    def update(self, row: dict[str, Any]) -> None:
+        if not self._started:  # started lazily, so setup errors print on a clean line
+            self.progress.start()
+            self._started = True
+        fields: dict[str, Any] = {"loss": _fmt(row["loss"])}
+        if row.get("step_time_s"):
+            tokens = row["tokens"] - (self._tokens_prev if self._tokens_prev is not None else 0)
+            if self._tokens_prev is not None:
+                fields["tps"] = f"{tokens / row['step_time_s']:,.0f}"
+            self._tokens_prev = row["tokens"]
+        if "eval_loss" in row:
+            fields["eval"] = _fmt(row["eval_loss"])
+        self.progress.update(self.task, completed=row["step"] + 1, **fields)
+
+
+_SUMMARY_KEYS = (
+    "status", "reason", "diverged_at", "initial_loss", "final_eval_loss", "steps_completed",
+    "spike_events", "tokens_per_s", "mfu", "params", "wall_time_s", "device",
+)  # fmt: skip
+
+
+def print_summary(summary: dict[str, Any], run_dir: Path) -> None:
+    table = Table(title=f"run {run_dir}", show_header=True)
+    table.add_column("key")
+    table.add_column("value")
+    for key in _SUMMARY_KEYS:
+        table.add_row(key, _fmt(summary.get(key)))
+    table.add_row("numerics", _fmt(summary["numerics"].get("backend")))
+    _out.print(table)
+    _out.print(f"records: {run_dir}/summary.json, {run_dir}/curve.parquet, {run_dir}/config.yaml")
+
+
+def print_formats() -> None:
+    from robustprec.numerics.formats import ALIASES, format_table
+
+    backends = Table(title="numerics backends (numerics.backend)")
+    backends.add_column("backend")
+    backends.add_column("what it does")
+    for name, what in (
+        ("fp32", "full fp32 (reference for exactness)"),
+        ("bf16", "bf16 autocast; fp32 master weights and optimizer state"),
+        (
+            "sim:<format>",
+            "GEMM operands (act, weight, grad) quantized to a simulated ExMy format, fp32 accumulation",
+        ),
+        ("fp16, fp8, te", "planned (fp16 loss scaling, torchao float8, Transformer Engine)"),
+    ):
+        backends.add_row(name, what)
+    _out.print(backends)
+    table = Table(title="format aliases (use as sim:<alias> or sim:E<e>M<m>[:knob=value,...])")
+    for col in ("alias", "spec", "max normal", "min normal", "min subnormal", "epsilon"):
+        table.add_column(col)
+    for row in format_table():
+        table.add_row(
+            row["name"], ALIASES.get(row["name"], row["name"]), f"{row['max_normal']:.6g}", f"{row['min_normal']:.6g}",
+            f"{row['min_subnormal']:.6g}", f"{row['epsilon']:.6g}",
+        )  # fmt: skip
+    _out.print(table)
+    _out.print(
+        "knobs: special=ieee|fn|finite, subnormals=true|false, overflow=saturate|inf, "
+        "rounding=nearest|truncate|stochastic, scaling=none|tensor|block:N"
+    )

@@ -1,0 +1,1 @@
+"""Sweep planning and execution on Ray Tune."""

@@ -1,0 +1,1 @@
+"""Record store (Parquet curves, summaries) and the MLflow mirror."""

@@ -1,0 +1,1 @@
+"""The per-worker training loop and its pieces (schedule, divergence, sharpness, checkpoints)."""

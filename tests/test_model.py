@@ -1,0 +1,112 @@
+from dataclasses import replace
+
+import pytest
+import torch
+from torch.nn.attention import SDPBackend, sdpa_kernel
+from torch.utils.flop_counter import FlopCounterMode
+
+from robustprec.model.flops import training_flops_per_token
+from robustprec.model.presets import PRESETS, resolve_spec
+from robustprec.model.transformer import build_model, count_parameters
+
+
+def spec_of(name: str, seq: int = 16, **kw):
+    return replace(PRESETS[name], vocab_size=PRESETS[name].vocab_size or 256, max_seq_len=seq, **kw)
+
+
+@pytest.mark.parametrize("preset", ["tiny", "tiny-gpt2", "nano"])
+def test_training_flops_match_torch_flop_counter(preset):
+    # The math SDPA backend decomposes attention into bmm ops, which the flop counter sees on CPU.
+    spec = spec_of(preset, seq=32)
+    model = build_model(spec, seed=0)
+    x = torch.randint(0, spec.vocab_size, (2, 32))
+    with sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:
+        model(x, x)["loss"].backward()
+    assert counter.get_total_flops() == training_flops_per_token(spec, 32) * x.numel()
+
+
+def test_large_preset_flops_per_token_scale():
+    # gpt2-124m: ~6 * 124M params (incl. lm head) + attention; a sanity bound from the known model size.
+    spec = replace(PRESETS["gpt2-124m"], max_seq_len=1024)
+    f = training_flops_per_token(spec, 1024)
+    assert 6 * 110e6 < f < 6 * 140e6 + 12 * 12 * 1024 * 768 + 1
+
+
+def test_parameter_counts_of_presets():
+    # computed on the meta device: no memory for the 1B model
+    with torch.device("meta"):
+        n124 = count_parameters(build_model(replace(PRESETS["gpt2-124m"], max_seq_len=1024)))
+        n350 = count_parameters(build_model(replace(PRESETS["llama-350m"], max_seq_len=1024)))
+    assert 123e6 < n124 < 126e6
+    assert 300e6 < n350 < 400e6
+
+
+def test_causality_future_tokens_do_not_change_past_logits():
+    for name in ("tiny", "tiny-gpt2"):
+        model = build_model(spec_of(name), seed=1).eval()
+        x = torch.randint(0, 256, (1, 16))
+        y = x.clone()
+        y[0, 10:] = (y[0, 10:] + 1) % 256
+        a = model(x, return_logits=True)["logits"]
+        b = model(y, return_logits=True)["logits"]
+        torch.testing.assert_close(a[0, :10], b[0, :10])
+        assert not torch.allclose(a[0, 10:], b[0, 10:])
+
+
+def test_tied_and_untied_embeddings():
+    gpt = build_model(spec_of("tiny-gpt2"), seed=0)
+    llama = build_model(spec_of("tiny"), seed=0)
+    assert gpt.lm_head.weight is gpt.wte.weight
+    assert llama.lm_head.weight is not llama.wte.weight
+
+
+def test_init_is_a_function_of_the_seed_only():
+    a, b, c = (build_model(spec_of("tiny"), seed=s) for s in (3, 3, 4))
+    torch.manual_seed(123)  # global RNG state must not matter
+    for pa, pb in zip(a.parameters(), b.parameters(), strict=True):
+        assert torch.equal(pa, pb)
+    assert any(not torch.equal(pa, pc) for pa, pc in zip(a.parameters(), c.parameters(), strict=True))
+
+
+def test_z_loss_and_qk_norm_options():
+    x = torch.randint(0, 256, (2, 16))
+    base = build_model(spec_of("tiny"), seed=0)(x, x)
+    with_z = build_model(spec_of("tiny", z_loss=1e-2), seed=0)(x, x)
+    assert torch.equal(base["ce_loss"], with_z["ce_loss"])
+    assert with_z["loss"] > with_z["ce_loss"]
+    qk = build_model(spec_of("tiny", qk_norm=True), seed=0)
+    assert qk.blocks[0].attn.q_norm is not None
+    assert torch.isfinite(qk(x, x)["loss"])
+
+
+def test_telemetry_matches_direct_computation():
+    spec = spec_of("tiny")
+    model = build_model(spec, seed=0).eval()
+    x = torch.randint(0, 256, (2, 16))
+    out = model(x, return_logits=True, telemetry=True)
+    tele, logits = out["telemetry"], out["logits"]
+    assert len(tele["max_attn_logit"]) == spec.n_layers
+    assert tele["logit_rms"] == pytest.approx(logits.pow(2).mean().sqrt().item())
+    assert tele["log_partition"] == pytest.approx(torch.logsumexp(logits, -1).mean().item())
+    # layer 0's attention logits computed independently from the module's weights
+    blk = model.blocks[0]
+    h = blk.norm1(model.wte(x))
+    q, k, _ = blk.attn.qkv(h).view(2, 16, 3, spec.n_heads, spec.head_dim).permute(2, 0, 3, 1, 4)
+    from robustprec.model.transformer import _apply_rope
+
+    q, k = _apply_rope(q, model.rope_cos, model.rope_sin), _apply_rope(k, model.rope_cos, model.rope_sin)
+    s = (q @ k.transpose(-1, -2)) / spec.head_dim**0.5
+    s = s.masked_fill(~torch.ones(16, 16, dtype=torch.bool).tril(), float("-inf"))
+    assert tele["max_attn_logit"][0] == pytest.approx(s.max().item(), rel=1e-5)
+
+
+def test_resolve_spec_checks():
+    from robustprec.config import ModelConfig
+    from robustprec.errors import ConfigError
+
+    spec = resolve_spec(ModelConfig(preset="tiny"), tokenizer_vocab=256, seq_len=64)
+    assert spec.vocab_size == 256 and spec.max_seq_len == 64
+    with pytest.raises(ConfigError, match="smaller than the tokenizer"):
+        resolve_spec(ModelConfig(preset="tiny", vocab_size=100), tokenizer_vocab=256, seq_len=64)
+    with pytest.raises(ConfigError, match="divisible"):
+        resolve_spec(ModelConfig(preset="tiny", n_heads=3), tokenizer_vocab=256, seq_len=64)
