@@ -6,6 +6,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from rich import box
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -90,9 +91,9 @@ def print_summary(summary: dict[str, Any], run_dir: Path) -> None:
 
 
 def print_formats() -> None:
-    from robustprec.numerics.formats import ALIASES, format_table
+    from robustprec.numerics.formats import format_table
 
-    backends = Table(title="numerics backends (numerics.backend)")
+    backends = Table(title="numerics backends (numerics.backend)", box=box.SIMPLE)
     backends.add_column("backend")
     backends.add_column("what it does")
     for name, what in (
@@ -102,20 +103,22 @@ def print_formats() -> None:
             "sim:<format>",
             "GEMM operands (act, weight, grad) quantized to a simulated ExMy format, fp32 accumulation",
         ),
-        ("fp16, fp8, te", "planned (fp16 loss scaling, torchao float8, Transformer Engine)"),
+        ("fp16", "DeepSpeed fp16 with dynamic loss scaling (CUDA); skipped steps and loss scale recorded"),
+        ("fp8", "torchao float8 training (numerics.fp8_recipe), bf16 elsewhere; emulated on CPU; SM89+ on GPU"),
+        ("te", "Transformer Engine linears under fp8_autocast (if installed, CUDA)"),
     ):
         backends.add_row(name, what)
     _out.print(backends)
-    table = Table(title="format aliases (use as sim:<alias> or sim:E<e>M<m>[:knob=value,...])")
+    table = Table(title="format aliases (use as sim:<alias> or sim:E<e>M<m>[:knob=value,...])", box=box.SIMPLE)
     for col in ("alias", "spec", "max normal", "min normal", "min subnormal", "epsilon"):
         table.add_column(col)
     for row in format_table():
         table.add_row(
-            row["name"], ALIASES.get(row["name"], row["name"]), f"{row['max_normal']:.6g}", f"{row['min_normal']:.6g}",
-            f"{row['min_subnormal']:.6g}", f"{row['epsilon']:.6g}",
+            row["name"], str(row["spec"]), f"{row['max_normal']:.4g}", f"{row['min_normal']:.4g}",
+            f"{row['min_subnormal']:.4g}", f"{row['epsilon']:.4g}",
         )  # fmt: skip
     _out.print(table)
     _out.print(
-        "knobs: special=ieee|fn|finite, subnormals=true|false, overflow=saturate|inf, "
+        "knobs: special=ieee|fn|finite, subnormals=true|false, overflow=saturate|inf|nan, "
         "rounding=nearest|truncate|stochastic, scaling=none|tensor|block:N"
     )

@@ -63,6 +63,9 @@ class NumericsConfig(_Strict):
 
     backend: str = "fp32"
     fp8_recipe: Literal["tensorwise", "rowwise", "rowwise_with_gw_hp"] = "tensorwise"
+    fp8_skip_small: bool = Field(
+        default=False, description="skip linears too small to gain speed (torchao's filter)"
+    )
     operands: list[Literal["act", "weight", "grad"]] = Field(
         default_factory=lambda: ["act", "weight", "grad"]
     )

@@ -1,13 +1,16 @@
 """Numerics backends: how a model computes. Each backend converts modules before `deepspeed.initialize`,
 may wrap the forward in an autocast context, may add to the DeepSpeed config, and reports telemetry.
 
-Registry: fp32, bf16 (autocast, fp32 master weights and optimizer state), and sim:<format> (GEMM operands quantized
-to a simulated ExMy format in forward and backward). fp16, fp8 and te are planned behind the same interface.
+Registry: fp32; bf16 (autocast, fp32 master weights and optimizer state); fp16 (DeepSpeed fp16 with dynamic loss
+scaling, CUDA only); fp8 (torchao float8 training, bf16 autocast elsewhere; emulated on CPU); te (Transformer Engine,
+only if importable); sim:<format> (GEMM operands quantized to a simulated ExMy format in forward and backward).
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import fnmatch
 from collections.abc import Callable
 from typing import Any
 
@@ -33,6 +36,9 @@ class Backend:
 
     def deepspeed_config(self) -> dict[str, Any]:
         return {}
+
+    def attach(self, engine: Any) -> None:
+        """Called once the DeepSpeed engine exists (e.g. to read its loss scale)."""
 
     def pop_telemetry(self) -> dict[str, float]:
         """Telemetry accumulated since the last call (e.g. overflow/underflow fractions)."""
@@ -95,8 +101,139 @@ class SimBackend(Backend):
         }
 
 
-_REGISTRY: dict[str, Callable[[Any, torch.device], Backend]] = {"fp32": Backend, "bf16": BF16Backend}
-PLANNED = ("fp16", "fp8", "te")
+def _selected(numerics_cfg: Any, fqn: str) -> bool:
+    return any(fnmatch.fnmatchcase(fqn, g) for g in numerics_cfg.include) and not any(
+        fnmatch.fnmatchcase(fqn, g) for g in numerics_cfg.exclude
+    )
+
+
+class FP16Backend(Backend):
+    """DeepSpeed fp16: the module runs in fp16, fp32 master weights, dynamic loss scaling. Steps whose gradients
+    overflow are skipped by the loss scaler; they are counted in `skipped_steps` and the scale is logged."""
+
+    name = "fp16"
+
+    def __init__(self, numerics_cfg: Any, device: torch.device) -> None:
+        super().__init__(numerics_cfg, device)
+        if device.type != "cuda":
+            raise ConfigError(
+                "numerics.backend 'fp16' needs a CUDA device (DeepSpeed has no fp16 on CPU); "
+                "simulate fp16 GEMMs on CPU with numerics.backend=sim:fp16"
+            )
+        self.engine: Any = None
+
+    def deepspeed_config(self) -> dict[str, Any]:
+        return {"fp16": {"enabled": True, "loss_scale": 0, "initial_scale_power": 16, "loss_scale_window": 1000,
+                         "hysteresis": 2, "min_loss_scale": 1}}  # fmt: skip
+
+    def attach(self, engine: Any) -> None:
+        self.engine = engine
+
+    def pop_telemetry(self) -> dict[str, float]:
+        scale = getattr(getattr(self.engine, "optimizer", None), "cur_scale", None)
+        return {"loss_scale": float(scale)} if scale is not None else {}
+
+
+class FP8Backend(Backend):
+    """torchao float8 training (recipes tensorwise, rowwise, rowwise_with_gw_hp) on the selected linears, bf16
+    autocast for the rest. Needs SM89+ on CUDA; on CPU torchao's emulation runs the same numerics slowly."""
+
+    name = "fp8"
+
+    def __init__(self, numerics_cfg: Any, device: torch.device) -> None:
+        super().__init__(numerics_cfg, device)
+        if device.type == "cuda" and torch.cuda.get_device_capability(device) < (8, 9):
+            cap = ".".join(map(str, torch.cuda.get_device_capability(device)))
+            raise ConfigError(
+                f"numerics.backend 'fp8' needs an SM89+ GPU (Ada/Hopper or newer); this GPU is SM{cap}"
+            )
+        self.emulate = device.type != "cuda"
+        self.converted: list[str] = []
+
+    def _eligible(self, module: nn.Module, fqn: str) -> bool:
+        if not isinstance(module, nn.Linear) or not _selected(self.cfg, fqn):
+            return False
+        if module.in_features % 16 or module.out_features % 16:  # float8 GEMM shape constraint
+            return False
+        # torchao's own speed filter: small GEMMs run slower in float8 than in bf16
+        return not (self.cfg.fp8_skip_small and (module.out_features <= 2048 or module.in_features <= 1024))
+
+    def prepare_model(self, model: nn.Module, generator: torch.Generator | None = None) -> None:
+        try:
+            from torchao.float8 import Float8LinearConfig, convert_to_float8_training
+        except ImportError:
+            raise ConfigError("numerics.backend 'fp8' needs torchao: pip install 'robustprec[fp8]'") from None
+        config = dataclasses.replace(
+            Float8LinearConfig.from_recipe_name(self.cfg.fp8_recipe), emulate=self.emulate
+        )
+        self.converted = [n for n, m in model.named_modules() if self._eligible(m, n)]
+        if not self.converted:
+            raise ConfigError("numerics: fp8 selected no linear layer (check numerics.include/exclude, fp8_skip_small, "
+                              "and that in/out features are multiples of 16)")  # fmt: skip
+        convert_to_float8_training(model, config=config, module_filter_fn=lambda m, n: self._eligible(m, n))
+
+    def autocast(self) -> contextlib.AbstractContextManager[Any]:
+        return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
+
+    def describe(self) -> dict[str, Any]:
+        return {"backend": self.name, "fp8_recipe": self.cfg.fp8_recipe, "emulate": self.emulate,
+                "converted_modules": len(self.converted)}  # fmt: skip
+
+
+class TEBackend(Backend):
+    """NVIDIA Transformer Engine: selected linears become `te.Linear` under `fp8_autocast` (delayed scaling)."""
+
+    name = "te"
+
+    def __init__(self, numerics_cfg: Any, device: torch.device) -> None:
+        super().__init__(numerics_cfg, device)
+        try:
+            import transformer_engine.pytorch as te  # noqa: F401
+        except ImportError:
+            raise ConfigError(
+                "numerics.backend 'te' needs Transformer Engine on a CUDA machine: pip install 'robustprec[te]'"
+            ) from None
+        if device.type != "cuda":
+            raise ConfigError("numerics.backend 'te' needs a CUDA device")
+        self.converted: list[str] = []
+
+    def prepare_model(self, model: nn.Module, generator: torch.Generator | None = None) -> None:
+        import transformer_engine.pytorch as te
+
+        for fqn, module in list(model.named_modules()):
+            if not (isinstance(module, nn.Linear) and _selected(self.cfg, fqn)):
+                continue
+            if module.in_features % 16 or module.out_features % 16:
+                continue
+            new = te.Linear(
+                module.in_features,
+                module.out_features,
+                bias=module.bias is not None,
+                params_dtype=torch.float32,
+            )
+            with torch.no_grad():
+                new.weight.copy_(module.weight)
+                if module.bias is not None:
+                    new.bias.copy_(module.bias)
+            parent, _, child = fqn.rpartition(".")
+            setattr(model.get_submodule(parent) if parent else model, child, new)
+            self.converted.append(fqn)
+        if not self.converted:
+            raise ConfigError("numerics: te selected no linear layer")
+
+    def autocast(self) -> contextlib.AbstractContextManager[Any]:
+        import transformer_engine.pytorch as te
+        from transformer_engine.common.recipe import DelayedScaling
+
+        stack = contextlib.ExitStack()
+        stack.enter_context(torch.autocast(device_type="cuda", dtype=torch.bfloat16))
+        stack.enter_context(te.fp8_autocast(enabled=True, fp8_recipe=DelayedScaling()))
+        return stack
+
+
+_REGISTRY: dict[str, Callable[[Any, torch.device], Backend]] = {
+    "fp32": Backend, "bf16": BF16Backend, "fp16": FP16Backend, "fp8": FP8Backend, "te": TEBackend,
+}  # fmt: skip
 
 
 def available_backends() -> list[str]:
@@ -110,8 +247,4 @@ def make_backend(numerics_cfg: Any, device: torch.device) -> Backend:
         return SimBackend(numerics_cfg, device)
     if name in _REGISTRY:
         return _REGISTRY[name](numerics_cfg, device)
-    if name in PLANNED:
-        raise ConfigError(
-            f"numerics.backend {name!r} is not available in this version; available: {', '.join(available_backends())}"
-        )
     raise ConfigError(f"unknown numerics.backend {name!r}; available: {', '.join(available_backends())}")

@@ -119,6 +119,7 @@ def train(
     gen = torch.Generator(device=device).manual_seed(cfg.effective_init_seed + 7919)
     backend.prepare_model(model, generator=gen)
     engine = build_engine(model, cfg, world, device, backend.deepspeed_config())
+    backend.attach(engine)
     zero = cfg.train.zero_stage
     if cfg.train.compile:
         engine.compile()
@@ -171,6 +172,7 @@ def train(
                         b, w, n = sharpness_sums(logits, tgt, cfg.train.sharpness.eps)
                         base, worst, n_sh = base + b, worst + w, n_sh + n
         engine.train()
+        backend.pop_telemetry()  # numerics counters are per training step: drop what the eval forward added
         ce_sum, count, base, worst, n_sh = reduce.sum([ce_sum, float(count), base, worst, float(n_sh)])
         result = {"eval_loss": ce_sum / max(count, 1)}
         if cfg.train.sharpness.enabled and n_sh:
