@@ -8,7 +8,6 @@ Prints a table (tokens/s, MFU where the peak is known, ratio to the plain loop) 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import tempfile
 import time
 from pathlib import Path
@@ -22,28 +21,31 @@ from robustprec.data.tokenizer import load_tokenizer
 from robustprec.model.flops import detect_peak_flops, training_flops_per_token
 from robustprec.model.presets import resolve_spec
 from robustprec.model.transformer import build_model
+from robustprec.numerics.backends import make_backend
 from robustprec.provenance import device_name
 from robustprec.train.loop import train
 
 
 def plain_loop(cfg, steps: int, device: torch.device, backend: str) -> float:
-    """tokens/s of a minimal loop: same model, fused AdamW on GPU, autocast for bf16, no engine, no records."""
+    """tokens/s of a minimal loop: same model and numerics backend, fused AdamW on GPU, no engine, no records."""
     tok = load_tokenizer(cfg.data.tokenizer)
     corpus = load_corpus(cfg.data, tok)
     train_tokens, _ = split_tokens(corpus.tokens, cfg.data.eval_fraction, cfg.train.seq_len)
     stream = BatchStream(train_tokens, cfg.train.seq_len, cfg.train.global_batch_size, 0)
-    model = build_model(resolve_spec(cfg.model, tok.vocab_size, cfg.train.seq_len), seed=0).to(device)
+    model = build_model(resolve_spec(cfg.model, tok.vocab_size, cfg.train.seq_len), seed=0)
+    numerics = make_backend(cfg.numerics, device)
+    numerics.prepare_model(model)
+    model.compute_context = numerics.autocast
+    model.to(device)
     if cfg.train.compile:
         model = torch.compile(model)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3, fused=device.type == "cuda")
-    ctx = torch.autocast(device.type, dtype=torch.bfloat16) if backend == "bf16" else contextlib.nullcontext()
     tokens, elapsed = 0, 0.0
     for step in range(steps):
         rows = torch.from_numpy(stream.global_batch_at(step)).to(device)
         tic = time.perf_counter()
         for mb in rows.split(cfg.train.micro_batch_size):
-            with ctx:
-                loss = model(mb[:, :-1], mb[:, 1:])["loss"] * (cfg.train.micro_batch_size / len(rows))
+            loss = model(mb[:, :-1], mb[:, 1:])["loss"] * (cfg.train.micro_batch_size / len(rows))
             loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()

@@ -104,12 +104,17 @@ def print_formats() -> None:
             "GEMM operands (act, weight, grad) quantized to a simulated ExMy format, fp32 accumulation",
         ),
         ("fp16", "DeepSpeed fp16 with dynamic loss scaling (CUDA); skipped steps and loss scale recorded"),
-        ("fp8", "torchao float8 training (numerics.fp8_recipe), bf16 elsewhere; emulated on CPU; SM89+ on GPU"),
+        (
+            "fp8",
+            "torchao float8 training (numerics.fp8_recipe), bf16 elsewhere; emulated on CPU; SM89+ on GPU",
+        ),
         ("te", "Transformer Engine linears under fp8_autocast (if installed, CUDA)"),
     ):
         backends.add_row(name, what)
     _out.print(backends)
-    table = Table(title="format aliases (use as sim:<alias> or sim:E<e>M<m>[:knob=value,...])", box=box.SIMPLE)
+    table = Table(
+        title="format aliases (use as sim:<alias> or sim:E<e>M<m>[:knob=value,...])", box=box.SIMPLE
+    )
     for col in ("alias", "spec", "max normal", "min normal", "min subnormal", "epsilon"):
         table.add_column(col)
     for row in format_table():

@@ -7,7 +7,9 @@ Module names are stable because numerics backends select GEMMs by glob on them:
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -123,6 +125,9 @@ class Transformer(nn.Module):
         self.lm_head = nn.Linear(spec.d_model, spec.vocab_size, bias=False)
         if spec.tied_embeddings:
             self.lm_head.weight = self.wte.weight
+        # Set by a numerics backend (e.g. bf16 autocast). Entered inside forward, so engines that reset autocast
+        # around their own forward (DeepSpeed does) cannot switch it off.
+        self.compute_context: Callable[[], contextlib.AbstractContextManager[Any]] | None = None
         if spec.flavour == "llama":
             cos, sin = _rope_tables(spec)
             self.register_buffer("rope_cos", cos, persistent=False)
@@ -153,14 +158,16 @@ class Transformer(nn.Module):
         _, t = idx.shape
         if t > self.spec.max_seq_len:
             raise ValueError(f"sequence length {t} exceeds the model's max_seq_len {self.spec.max_seq_len}")
-        x = self.wte(idx)
-        if self.wpe is not None:
-            x = x + self.wpe(torch.arange(t, device=idx.device))
-        rope = (self.rope_cos, self.rope_sin) if self.spec.flavour == "llama" else None
         tele: dict[str, Any] | None = {} if telemetry else None
-        for block in self.blocks:
-            x = block(x, rope, tele)
-        logits = self.lm_head(self.norm_f(x)).float()
+        with self.compute_context() if self.compute_context else contextlib.nullcontext():
+            x = self.wte(idx)
+            if self.wpe is not None:
+                x = x + self.wpe(torch.arange(t, device=idx.device))
+            rope = (self.rope_cos, self.rope_sin) if self.spec.flavour == "llama" else None
+            for block in self.blocks:
+                x = block(x, rope, tele)
+            logits = self.lm_head(self.norm_f(x))
+        logits = logits.float()
         out: dict[str, Any] = {}
         if targets is not None:
             flat = logits.view(-1, logits.size(-1))

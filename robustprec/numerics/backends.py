@@ -32,6 +32,7 @@ class Backend:
         """Convert modules in place, before the engine is built."""
 
     def autocast(self) -> contextlib.AbstractContextManager[Any]:
+        """Context the model enters around its forward computation (the trainer installs it on the model)."""
         return contextlib.nullcontext()
 
     def deepspeed_config(self) -> dict[str, Any]:

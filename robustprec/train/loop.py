@@ -118,6 +118,7 @@ def train(
     backend = make_backend(cfg.numerics, device)
     gen = torch.Generator(device=device).manual_seed(cfg.effective_init_seed + 7919)
     backend.prepare_model(model, generator=gen)
+    model.compute_context = backend.autocast
     engine = build_engine(model, cfg, world, device, backend.deepspeed_config())
     backend.attach(engine)
     zero = cfg.train.zero_stage
@@ -154,7 +155,7 @@ def train(
         engine.eval()
         ce_sum, count, base, worst, n_sh = 0.0, 0, 0.0, 0.0, 0
         tele: dict[str, Any] = {}
-        with torch.no_grad(), backend.autocast():
+        with torch.no_grad():
             mb = cfg.train.micro_batch_size
             for i in range(0, len(eval_rows_local), mb):
                 x, y = _to_batch(eval_rows_local[i : i + mb], device)
@@ -205,8 +206,7 @@ def train(
         grad_norm: float | None = None
         for j, rows in enumerate(micro):
             x, y = _to_batch(rows, device)
-            with backend.autocast():
-                res = engine(x, y)
+            res = engine(x, y)
             engine.backward(res["loss"])
             loss_acc += res["ce_loss"].double()
             if j == len(micro) - 1 and zero == 0:

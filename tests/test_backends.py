@@ -1,0 +1,137 @@
+"""Numerics backends inside the real trainer (DeepSpeed, CPU): exactness, closeness, telemetry, divergence."""
+
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from robustprec.config import load_config
+from robustprec.errors import ConfigError
+from robustprec.numerics.backends import make_backend
+from robustprec.train.loop import train
+from tests.conftest import tiny_overrides
+
+
+def run(tmp_path, name, **overrides):
+    cfg = load_config(None, tiny_overrides(**overrides))
+    summary = train(cfg, tmp_path / name)
+    return summary, pq.read_table(tmp_path / name / "curve.parquet")
+
+
+def test_sim_e8m23_equals_fp32_exactly(tmp_path):
+    ref_s, ref = run(tmp_path, "fp32")
+    sim_s, sim = run(tmp_path, "sim", **{"numerics.backend": "sim:E8M23"})
+    assert sim["loss"].to_pylist() == ref["loss"].to_pylist()
+    assert sim["grad_norm"].to_pylist() == ref["grad_norm"].to_pylist()
+    assert sim_s["final_eval_loss"] == ref_s["final_eval_loss"]
+    assert sim_s["numerics"]["converted_modules"] == 2 * 5  # qkv, proj, gate, up, down per tiny block
+    assert set(sim["act_overflow_frac"].to_pylist()) == {0.0}
+
+
+def test_sim_e8m7_tracks_bf16(tmp_path):
+    # Stated tolerance: per-step train loss within 0.05 nats and final eval loss within 0.02 over 30 steps.
+    # (sim:E8M7 rounds GEMM operands to bf16 with fp32 accumulation and outputs; bf16 autocast also rounds outputs.)
+    bf_s, bf = run(tmp_path, "bf16", **{"numerics.backend": "bf16"})
+    sim_s, sim = run(tmp_path, "sim", **{"numerics.backend": "sim:E8M7"})
+    for a, b in zip(bf["loss"].to_pylist(), sim["loss"].to_pylist(), strict=True):
+        assert abs(a - b) < 0.05
+    assert abs(bf_s["final_eval_loss"] - sim_s["final_eval_loss"]) < 0.02
+    run(tmp_path, "fp32")
+    assert sim["loss"].to_pylist() != pq.read_table(tmp_path / "fp32" / "curve.parquet")["loss"].to_pylist()
+
+
+@pytest.mark.parametrize("fmt", ["E8M3", "E5M2", "E4M3"])
+def test_low_precision_formats_train(tmp_path, fmt):
+    s, _ = run(tmp_path, fmt, **{"numerics.backend": f"sim:{fmt}"})
+    assert s["status"] == "converged"
+    assert s["final_eval_loss"] < s["initial_loss"] - 1.0
+    assert s["numerics"]["man_bits"] == int(fmt.split("M")[1])
+
+
+def test_e4m3_without_scaling_underflows_gradients(tmp_path):
+    _, curve = run(tmp_path, "e4m3", **{"numerics.backend": "sim:E4M3", "train.steps": 5})
+    assert min(curve["grad_underflow_frac"].to_pylist()) > 0.5  # grads ~1e-4 are below E4M3's 2^-9
+    assert max(curve["act_overflow_frac"].to_pylist()) == 0.0
+
+
+def test_too_few_exponent_bits_overflow_and_diverge(tmp_path):
+    # E2M5 (IEEE, overflow to Inf): max normal 3.94, so normalised activations overflow at the first step.
+    s, curve = run(tmp_path, "e2m5", **{"numerics.backend": "sim:E2M5", "train.steps": 20})
+    assert (s["status"], s["reason"], s["diverged_at"]) == ("diverged", "nonfinite", 0)
+    assert curve["act_overflow_frac"][0].as_py() > 0
+    # The same format with saturation stays finite but still reports the overflow.
+    s2, curve2 = run(
+        tmp_path, "e2m5s", **{"numerics.backend": "sim:E2M5:overflow=saturate", "train.steps": 20}
+    )
+    assert s2["steps_completed"] == 20 and s2["reason"] != "nonfinite"
+    assert curve2["act_overflow_frac"][0].as_py() > 0
+
+
+def test_sim_operand_and_module_selection(tmp_path):
+    s, curve = run(
+        tmp_path, "sel",
+        **{"numerics.backend": "sim:E4M3", "numerics.operands": "[grad]", "numerics.include": "['*mlp*']", "train.steps": 3},
+    )  # fmt: skip
+    assert s["numerics"]["converted_modules"] == 2 * 3 and s["numerics"]["operands"] == ["grad"]
+    assert "act_overflow_frac" not in curve.column_names and "grad_underflow_frac" in curve.column_names
+
+
+@pytest.mark.parametrize("stage", [0, 3])
+def test_fp8_emulated_on_cpu_trains_under_zero(tmp_path, stage):
+    s, _ = run(
+        tmp_path, f"fp8-{stage}", **{"numerics.backend": "fp8", "train.zero_stage": stage, "train.steps": 20}
+    )
+    bf, _ = run(
+        tmp_path, f"bf-{stage}", **{"numerics.backend": "bf16", "train.zero_stage": stage, "train.steps": 20}
+    )
+    assert s["numerics"]["emulate"] is True and s["numerics"]["converted_modules"] == 10
+    assert s["status"] == "converged"
+    assert abs(s["final_eval_loss"] - bf["final_eval_loss"]) < 0.1
+
+
+@pytest.mark.parametrize("stage", [1, 2, 3])
+def test_sim_composes_with_zero_stages(tmp_path, stage):
+    _, ref = run(tmp_path, "z0", **{"numerics.backend": "sim:E5M2", "train.steps": 8})
+    _, z = run(
+        tmp_path, f"z{stage}", **{"numerics.backend": "sim:E5M2", "train.steps": 8, "train.zero_stage": stage}
+    )
+    # ZeRO flattens and reduces gradients in another order; E5M2 rounding amplifies those fp32 ulps a little.
+    assert z["loss"].to_pylist() == pytest.approx(ref["loss"].to_pylist(), rel=1e-3)
+
+
+def test_backend_errors_are_clear():
+    cfg = load_config(None, ["numerics.backend=fp16"])
+    with pytest.raises(ConfigError, match="needs a CUDA device"):
+        make_backend(cfg.numerics, torch.device("cpu"))
+    with pytest.raises(ConfigError, match=r"E1M2|exponent"):
+        make_backend(load_config(None, ["numerics.backend=sim:E1M2"]).numerics, torch.device("cpu"))
+    try:
+        import transformer_engine  # noqa: F401
+    except ImportError:
+        with pytest.raises(ConfigError, match="Transformer Engine"):
+            make_backend(load_config(None, ["numerics.backend=te"]).numerics, torch.device("cpu"))
+
+
+@pytest.mark.parametrize(
+    ("backend", "dtype"), [("fp32", torch.float32), ("bf16", torch.bfloat16), ("fp8", torch.bfloat16)]
+)
+def test_backend_precision_holds_inside_the_deepspeed_engine(backend, dtype):
+    # DeepSpeed resets autocast around its forward; the backend's context must still apply inside the model.
+    from robustprec.model.presets import resolve_spec
+    from robustprec.model.transformer import build_model
+    from robustprec.train.engine import build_engine, init_distributed
+
+    cfg = load_config(None, tiny_overrides(**{"numerics.backend": backend}))
+    device = torch.device("cpu")
+    init_distributed(device)
+    model = build_model(resolve_spec(cfg.model, 256, 32), seed=0)
+    numerics = make_backend(cfg.numerics, device)
+    numerics.prepare_model(model)
+    model.compute_context = numerics.autocast
+    seen = []
+    model.blocks[0].attn.register_forward_hook(lambda m, i, o: seen.append(o.dtype))
+    engine = build_engine(model, cfg, 1, device, numerics.deepspeed_config())
+    x = torch.randint(0, 256, (4, 32))
+    out = engine(x, x)
+    assert seen == [dtype]
+    assert out["loss"].dtype == torch.float32
+    assert all(p.dtype == torch.float32 for p in engine.module.parameters())  # master weights stay fp32
