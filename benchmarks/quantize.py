@@ -1,6 +1,6 @@
 """Quantizer speed: `robustprec.numerics.quantize` on a square fp32 tensor, per format and rounding mode.
 
-    python benchmarks/quantize.py [--size 4096] [--repeats 5]
+python benchmarks/quantize.py [--size 4096] [--repeats 5]
 """
 
 from __future__ import annotations
@@ -38,7 +38,9 @@ def main() -> None:
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
     x = torch.randn(args.size, args.size, device=dev)
     gen = torch.Generator(device=dev).manual_seed(0)
-    print(f"device: {device_name(dev.type)}, threads {torch.get_num_threads()}, tensor {args.size}x{args.size} fp32, best of {args.repeats}")
+    print(
+        f"device: {device_name(dev.type)}, threads {torch.get_num_threads()}, tensor {args.size}x{args.size} fp32, best of {args.repeats}"
+    )
     print("| format | quantize (ms) | with stats (ms) | GB/s (read+write) |")
     print("|---|---|---|---|")
     base = timed(lambda: x.clone(), args.repeats, sync)

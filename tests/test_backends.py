@@ -126,7 +126,6 @@ def test_backend_precision_holds_inside_the_deepspeed_engine(backend, dtype):
     model = build_model(resolve_spec(cfg.model, 256, 32), seed=0)
     numerics = make_backend(cfg.numerics, device)
     numerics.prepare_model(model)
-    model.compute_context = numerics.autocast
     seen = []
     model.blocks[0].attn.register_forward_hook(lambda m, i, o: seen.append(o.dtype))
     engine = build_engine(model, cfg, 1, device, numerics.deepspeed_config())

@@ -29,7 +29,13 @@ class Backend:
         self.cfg, self.device = numerics_cfg, device
 
     def prepare_model(self, model: nn.Module, generator: torch.Generator | None = None) -> None:
-        """Convert modules in place, before the engine is built."""
+        """Convert modules in place (before the engine is built) and install the backend's compute context on
+        the model, which enters it inside its forward (DeepSpeed resets an outer autocast around its own)."""
+        self.convert(model, generator)
+        model.compute_context = self.autocast
+
+    def convert(self, model: nn.Module, generator: torch.Generator | None) -> None:
+        """Swap modules for this backend's versions; nothing for plain precisions."""
 
     def autocast(self) -> contextlib.AbstractContextManager[Any]:
         """Context the model enters around its forward computation (the trainer installs it on the model)."""
@@ -73,7 +79,7 @@ class SimBackend(Backend):
         self.name = f"sim:{self.format.spec}"
         self.handle: Any = None
 
-    def prepare_model(self, model: nn.Module, generator: torch.Generator | None = None) -> None:
+    def convert(self, model: nn.Module, generator: torch.Generator | None) -> None:
         from robustprec.numerics.simulated import apply_simulated
 
         try:
@@ -159,7 +165,7 @@ class FP8Backend(Backend):
         # torchao's own speed filter: small GEMMs run slower in float8 than in bf16
         return not (self.cfg.fp8_skip_small and (module.out_features <= 2048 or module.in_features <= 1024))
 
-    def prepare_model(self, model: nn.Module, generator: torch.Generator | None = None) -> None:
+    def convert(self, model: nn.Module, generator: torch.Generator | None) -> None:
         try:
             from torchao.float8 import Float8LinearConfig, convert_to_float8_training
         except ImportError:
@@ -198,7 +204,7 @@ class TEBackend(Backend):
             raise ConfigError("numerics.backend 'te' needs a CUDA device")
         self.converted: list[str] = []
 
-    def prepare_model(self, model: nn.Module, generator: torch.Generator | None = None) -> None:
+    def convert(self, model: nn.Module, generator: torch.Generator | None) -> None:
         import transformer_engine.pytorch as te
 
         for fqn, module in list(model.named_modules()):

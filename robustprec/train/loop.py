@@ -118,7 +118,6 @@ def train(
     backend = make_backend(cfg.numerics, device)
     gen = torch.Generator(device=device).manual_seed(cfg.effective_init_seed + 7919)
     backend.prepare_model(model, generator=gen)
-    model.compute_context = backend.autocast
     engine = build_engine(model, cfg, world, device, backend.deepspeed_config())
     backend.attach(engine)
     zero = cfg.train.zero_stage
