@@ -132,6 +132,12 @@ class TrainConfig(_Strict):
         default=None, gt=0, description="per device, for MFU; auto-detected on H100/H200"
     )
     threads: int | None = Field(default=None, gt=0)
+    workers: int = Field(default=1, gt=0, description="Ray Train workers (data-parallel ranks) per trial")
+    launcher: Literal["auto", "direct", "ray"] = Field(
+        default="auto",
+        description="one-worker trials: 'direct' runs the loop in the calling process, 'ray' always uses Ray Train",
+    )
+    max_failures: int = Field(default=2, ge=0, description="worker-group restarts from the last checkpoint")
     divergence: DivergenceConfig = Field(default_factory=DivergenceConfig)
     sharpness: SharpnessConfig = Field(default_factory=SharpnessConfig)
 
@@ -151,6 +157,9 @@ class SweepConfig(_Strict):
     lrs: list[float] | str = Field(default_factory=list)
     formats: list[str] = Field(default_factory=list)
     models: list[str] = Field(default_factory=list)
+    axes: dict[str, list[Any]] = Field(
+        default_factory=dict, description="further axes: dotted config key -> values, e.g. model.qk_norm: [true, false]"
+    )
     resources: dict[str, float] = Field(default_factory=lambda: {"CPU": 1.0})
     max_concurrent: int | None = Field(default=None, gt=0)
 
