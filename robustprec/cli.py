@@ -42,7 +42,7 @@ def main() -> None:
 
 def _prepare_run_dir(out: Path, resume: bool, overwrite: bool) -> None:
     has_run = out.exists() and any(
-        (out / n).exists() for n in ("summary.json", "curve.parts", "curve.parquet", "checkpoints")
+        (out / n).exists() for n in ("summary.json", "curve.parts", "curve.parquet", "checkpoints", "ray")
     )
     if has_run and not (resume or overwrite):
         raise RobustprecError(
@@ -50,7 +50,7 @@ def _prepare_run_dir(out: Path, resume: bool, overwrite: bool) -> None:
         )
     if overwrite and out.exists():
         shutil.rmtree(out)
-    if resume and not (out / "checkpoints" / "latest").exists():
+    if resume and not ((out / "checkpoints" / "latest").exists() or (out / "ray").is_dir()):
         raise RobustprecError(
             f"nothing to resume: {str(out)!r} has no checkpoint (set train.checkpoint_interval)"
         )
@@ -70,20 +70,47 @@ def _prepare_run_dir(out: Path, resume: bool, overwrite: bool) -> None:
 @click.option("--out", type=click.Path(file_okay=False), help="Run directory (default: runs/<name>-<time>).")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its latest checkpoint.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing run in --out.")
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    help="Run on N Ray Train workers with DeepSpeed (starts a local Ray unless RAY_ADDRESS is set).",
+)
+@click.option("--gpu", is_flag=True, help="One GPU per worker (sets train.device=cuda).")
 @_user_errors
 def train(
-    config_path: str | None, overrides: tuple[str, ...], out: str | None, resume: bool, overwrite: bool
+    config_path: str | None,
+    overrides: tuple[str, ...],
+    out: str | None,
+    resume: bool,
+    overwrite: bool,
+    workers: int | None,
+    gpu: bool,
 ) -> None:
     """Train one trial and print its summary."""
     from robustprec.config import load_config
 
-    cfg = load_config(config_path, list(overrides))
+    extra = [f"train.workers={workers}"] if workers else []
+    extra += ["train.device=cuda"] if gpu else []
+    cfg = load_config(config_path, [*overrides, *extra])
     run_dir = Path(out) if out else Path("runs") / f"{cfg.name or 'train'}-{time.strftime('%Y%m%d-%H%M%S')}"
     if resume and not out:
         raise RobustprecError("--resume needs --out DIR")
     _prepare_run_dir(run_dir, resume, overwrite)
 
     from robustprec.cli_display import TrainProgress, print_summary
+
+    if workers is not None:
+        from robustprec.sweep.spec import TrialSpec
+        from robustprec.sweep.trial import resolve_launcher, run_trial
+
+        spec = TrialSpec(trial_id=cfg.name or run_dir.name, config=cfg.to_dict(), out_dir=str(run_dir))
+        click.echo(
+            f"launcher: {resolve_launcher(spec)}, {cfg.train.workers} worker(s), zero {cfg.train.zero_stage}"
+        )
+        result = run_trial(spec)
+        print_summary(result.summary, run_dir)
+        return
+
     from robustprec.train.loop import train as run_training
 
     with TrainProgress(cfg.train.steps) as progress:

@@ -127,3 +127,60 @@ def print_formats() -> None:
         "knobs: special=ieee|fn|finite, subnormals=true|false, overflow=saturate|inf|nan, "
         "rounding=nearest|truncate|stochastic, scaling=none|tensor|block:N"
     )
+
+
+_PLAN_MAX_ROWS, _PLAN_HEAD, _PLAN_TAIL = 60, 50, 5
+_PLAN_HEADERS = {"model.preset": "model", "numerics.backend": "format", "optim.lr": "lr"}
+
+
+def _flops(v: float) -> str:
+    return f"{v:.3g}".replace("e+", "e")
+
+
+def print_plan(plan: Any, console: Console | None = None) -> None:
+    """A `SweepPlan` as a table (one row per trial; first 50 and last 5 beyond 60 trials) and a totals line."""
+    console = console or _out
+    title = f"sweep {plan.name}: {len(plan.trials)} trials -> {plan.root}"
+    table = Table(title=title, box=box.SIMPLE, show_edge=False, pad_edge=False)
+    keys = list(plan.axes)
+    headers = [
+        "trial",
+        *(_PLAN_HEADERS.get(k, k.rsplit(".", 1)[-1]) for k in keys),
+        "params",
+        "FLOPs",
+        "GPU-h",
+    ]
+
+    def row(trial: Any) -> list[str]:
+        est = plan.estimates[trial.trial_id]
+        axes = [_fmt(trial.axes.get(k)) for k in keys]
+        return [trial.trial_id, *axes, _fmt(float(est.params)), _flops(est.flops), _fmt(est.gpu_hours)]
+
+    trials = plan.trials
+    elide = len(trials) > _PLAN_MAX_ROWS
+    shown = [*trials[:_PLAN_HEAD], None, *trials[-_PLAN_TAIL:]] if elide else list(trials)
+    rows = [row(t) if t is not None else None for t in shown]
+    widths = [max(len(h), *(len(r[i]) for r in rows if r is not None)) for i, h in enumerate(headers)]
+    keep = list(range(len(headers)))
+    if sum(w + 3 for w in widths) > console.width:  # too narrow: drop the axis columns (the id holds them)
+        keep = [0, *range(len(headers) - 3, len(headers))]
+    for i in keep:  # values keep their width; a long trial id folds onto a second line instead
+        right = i >= len(headers) - 3 or (0 < i <= len(keys) and keys[i - 1] in ("optim.lr", "seed"))
+        justify = "right" if right else "left"
+        if i == 0:
+            table.add_column(headers[i], overflow="fold")
+        else:
+            table.add_column(headers[i], justify=justify, no_wrap=True, min_width=widths[i])
+    for r in rows:
+        if r is None:
+            hidden = len(trials) - _PLAN_HEAD - _PLAN_TAIL
+            table.add_row(f"... {hidden} more trials ...", *["..."] * (len(keep) - 1), style="dim")
+        else:
+            table.add_row(*(r[i] for i in keep))
+    console.print(table)
+    console.print(
+        f"total: {len(trials)} trials, {_flops(plan.total_flops)} FLOPs, {_fmt(plan.total_gpu_hours)} GPU-hours "
+        f"at {plan.mfu:.0%} MFU of {plan.peak_flops / 1e12:,.1f} TFLOP/s peak (upper bound: diverged trials stop early)"
+    )
+    for note in plan.notes:
+        console.print(f"note: {note}")

@@ -158,7 +158,8 @@ class SweepConfig(_Strict):
     formats: list[str] = Field(default_factory=list)
     models: list[str] = Field(default_factory=list)
     axes: dict[str, list[Any]] = Field(
-        default_factory=dict, description="further axes: dotted config key -> values, e.g. model.qk_norm: [true, false]"
+        default_factory=dict,
+        description="further axes: dotted config key -> values, e.g. model.qk_norm: [true, false]",
     )
     resources: dict[str, float] = Field(default_factory=lambda: {"CPU": 1.0})
     max_concurrent: int | None = Field(default=None, gt=0)

@@ -69,6 +69,17 @@ class CurveWriter:
         self._next += 1
         self._rows = []
 
+    def reset(self, snapshot: str | Path) -> None:
+        """Replace everything recorded so far by the rows of a Parquet snapshot (a checkpoint's curve)."""
+        self._rows = []
+        for part in self.parts.glob("part-*.parquet"):
+            part.unlink()
+        self._next = 1
+        path = self.parts / f"part-{self._next:06d}.parquet"
+        pq.write_table(pq.read_table(snapshot), path.with_suffix(".tmp"))
+        os.replace(path.with_suffix(".tmp"), path)
+        self._next += 1
+
     def truncate_after(self, step: int) -> None:
         """Drop every recorded row with `step > step` (used when resuming from a checkpoint)."""
         self._rows = [r for r in self._rows if r["step"] <= step]

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow.parquet as pq
 import torch
 
 from robustprec import provenance
@@ -23,7 +24,15 @@ from robustprec.model.flops import detect_peak_flops, training_flops_per_token
 from robustprec.model.presets import resolve_spec
 from robustprec.model.transformer import build_model, count_parameters
 from robustprec.numerics.backends import make_backend
-from robustprec.tracking.store import CONFIG_FILE, SUMMARY_FILE, CurveWriter, write_json, write_text
+from robustprec.tracking.store import (
+    CONFIG_FILE,
+    CURVE_FILE,
+    SUMMARY_FILE,
+    CurveWriter,
+    read_parts,
+    write_json,
+    write_text,
+)
 from robustprec.train import faults
 from robustprec.train.divergence import DivergenceMonitor
 from robustprec.train.engine import build_engine, init_distributed, select_device
@@ -31,6 +40,7 @@ from robustprec.train.schedule import lr_at
 from robustprec.train.sharpness import sharpness_from_sums, sharpness_sums
 
 StepCallback = Callable[[dict[str, Any]], None]
+ReportCallback = Callable[[dict[str, Any], Path | None], None]
 CHECKPOINT_DIR = "checkpoints"
 
 
@@ -59,9 +69,13 @@ class _Reducer:
         return t.tolist()
 
 
-def _latest_checkpoint(ckpt_dir: Path) -> str | None:
+def latest_checkpoint(ckpt_dir: Path) -> Path | None:
+    """The newest checkpoint (tag directory) under a run's `checkpoints/` folder, if any."""
     latest = ckpt_dir / "latest"
-    return latest.read_text().strip() if latest.exists() else None
+    if not latest.exists():
+        return None
+    tag_dir = ckpt_dir / latest.read_text().strip()
+    return tag_dir if tag_dir.is_dir() else None
 
 
 def _prune_checkpoints(ckpt_dir: Path, keep: int) -> None:
@@ -81,18 +95,28 @@ def train(
     *,
     resume: bool = False,
     on_step: StepCallback | None = None,
-    report: Callable[[dict[str, Any], Path | None], None] | None = None,
+    report: ReportCallback | None = None,
+    resume_from: Path | None = None,
+    checkpoint_root: Path | None = None,
+    device: torch.device | None = None,
+    origin_time: float | None = None,
 ) -> dict[str, Any]:
     """Train one trial into `out_dir`; returns the summary (also written to `summary.json` by rank 0).
 
-    `resume=True` continues from the latest checkpoint in `out_dir/checkpoints` if one exists.
-    `report(metrics, checkpoint_dir)` is called at each eval/checkpoint (Ray Train hooks in here).
+    `resume=True` continues from the latest checkpoint in `out_dir/checkpoints` if one exists; `resume_from`
+    names a checkpoint (tag directory) explicitly, e.g. one restored by Ray Train. Checkpoints are saved under
+    `checkpoint_root` (default `out_dir/checkpoints`; every rank passes its own folder when storage is not shared).
+    A checkpoint carries the curve recorded so far, so a resume restores the record even on another machine.
+    `report(metrics, checkpoint_tag_dir)` is called on every rank at each eval and checkpoint (Ray Train hooks in
+    here). `origin_time` (wall clock) is when the caller asked for the trial: `startup_s` in the summary counts
+    from it to the end of the first optimizer step.
     """
     out = Path(out_dir)
     t0 = time.perf_counter()
+    origin = time.time() if origin_time is None else origin_time
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
-    device = select_device(cfg.train.device)
+    device = device or select_device(cfg.train.device)
     rank, world = init_distributed(device)
     is_main = rank == 0
     reduce = _Reducer(world, device)
@@ -135,17 +159,26 @@ def train(
         warmup_steps=cfg.optim.warmup_steps if div.warmup_steps is None else div.warmup_steps,
     )
     evals: list[tuple[int, float]] = []
-    start_step, tokens_per_step = 0, cfg.train.global_batch_size * seq
-    ckpt_dir = out / CHECKPOINT_DIR
+    start_step, tokens_per_step, restarts = 0, cfg.train.global_batch_size * seq, 0
+    ckpt_dir = checkpoint_root or out / CHECKPOINT_DIR
     writer = CurveWriter(out) if is_main else None
 
-    if resume and _latest_checkpoint(ckpt_dir):
-        _, client = engine.load_checkpoint(str(ckpt_dir))
+    if resume_from is None and resume:
+        resume_from = latest_checkpoint(out / CHECKPOINT_DIR)
+    if resume_from is not None:
+        _, client = engine.load_checkpoint(str(resume_from.parent), tag=resume_from.name)
+        if client is None:
+            raise RobustprecError(f"could not load checkpoint {str(resume_from)!r}")
         start_step = int(client["step"]) + 1
         monitor.load_state_dict(client["monitor"])
         evals = [tuple(e) for e in client["evals"]]  # type: ignore[misc]
+        restarts = int(client.get("restarts", 0)) + 1
     if writer:
-        writer.truncate_after(start_step - 1)  # drop rows past the checkpoint (or all, on a fresh start)
+        snapshot = resume_from / CURVE_FILE if resume_from is not None else None
+        if snapshot is not None and snapshot.exists():
+            writer.reset(snapshot)  # the checkpoint's own copy of the curve up to its step
+        else:
+            writer.truncate_after(start_step - 1)  # drop rows past the checkpoint (or all, on a fresh start)
     if is_main:
         out.mkdir(parents=True, exist_ok=True)
         write_text(out / CONFIG_FILE, cfg.to_yaml())
@@ -193,7 +226,7 @@ def train(
 
     params = [p for p in engine.module.parameters() if p.requires_grad]
     timed_tokens, timed_seconds, step = 0, 0.0, start_step - 1
-    stopped_early = False
+    stopped_early, startup_s = False, None
     for step in range(start_step, cfg.train.steps):
         faults.maybe_fail(step, rank)
         tic = time.perf_counter()
@@ -215,8 +248,16 @@ def train(
         if zero > 0:
             norm = engine.get_global_grad_norm()
             grad_norm = float(norm) if norm is not None else None
-        loss, skipped = reduce.sum([float(loss_acc) / len(micro)])[0] / world, engine.skipped_steps
+        # Every rank feeds the divergence monitor the same reduced values, so all ranks stop together.
+        loss_sum, norm_sum = reduce.sum(
+            [float(loss_acc) / len(micro), math.nan if grad_norm is None else grad_norm]
+        )
+        loss, skipped = loss_sum / world, engine.skipped_steps
+        if grad_norm is not None:
+            grad_norm = norm_sum / world
         dt = time.perf_counter() - tic
+        if startup_s is None:
+            startup_s = time.time() - origin
         if step > start_step:  # the first step pays for warm-up / compilation
             timed_tokens += tokens_per_step
             timed_seconds += dt
@@ -240,20 +281,28 @@ def train(
             writer.append(row)
         if on_step and is_main:
             on_step(row)
+        elif is_main and "eval_loss" in row:  # no live display (Ray workers, jobs): one line per eval
+            print(
+                f"[robustprec] step {step + 1}/{cfg.train.steps} loss {loss:.4f} eval {row['eval_loss']:.4f} "
+                f"lr {lr:.2e} {dt * 1e3:.0f} ms/step",
+                flush=True,
+            )
         ckpt_now = (
             cfg.train.checkpoint_interval and (step + 1) % cfg.train.checkpoint_interval == 0 and not last
         )
+        tag_dir: Path | None = None
         if ckpt_now and reason is None:
+            client = {"step": step, "monitor": monitor.state_dict(), "evals": evals, "restarts": restarts}
+            tag_dir = ckpt_dir / f"step-{step:08d}"
+            engine.save_checkpoint(str(ckpt_dir), tag=tag_dir.name, client_state=client)
             if writer:
                 writer.flush()
-            client = {"step": step, "monitor": monitor.state_dict(), "evals": evals}
-            engine.save_checkpoint(str(ckpt_dir), tag=f"step-{step:08d}", client_state=client)
-            if is_main:
+                pq.write_table(read_parts(out), tag_dir / CURVE_FILE)
                 _prune_checkpoints(ckpt_dir, cfg.train.keep_checkpoints)
         elif "eval_loss" in row and writer:
             writer.flush()
-        if report and "eval_loss" in row:
-            report(row, ckpt_dir if ckpt_now else None)
+        if report and ("eval_loss" in row or tag_dir is not None):
+            report(row, tag_dir)
         if reason is not None and div.stop_early:
             stopped_early = True
             break
@@ -268,6 +317,8 @@ def train(
         "final_eval_loss": float(np.mean(last3)) if last3 else None,
         "initial_loss": monitor.initial_loss,
         "steps_completed": step + 1,
+        "restarts": restarts,
+        "startup_s": startup_s,
         "stopped_early": stopped_early,
         "spike_events": outcome.spike_events,
         "tokens_per_s": tokens_per_s,
