@@ -119,6 +119,34 @@ def train(
 
 
 @main.command()
+@click.option(
+    "--config", "config_path", type=click.Path(dir_okay=False), help="YAML config with a sweep: section."
+)
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a config key.")
+@click.option("--name", help="Sweep name (default: the config's name); the same name resumes.")
+@click.option("--storage", type=click.Path(file_okay=False), help="Sweeps folder (default: ./sweeps).")
+@click.option(
+    "--dry-run", is_flag=True, help="Print the planned trials with FLOPs and GPU-hours, run nothing."
+)
+@click.option("--overwrite", is_flag=True, help="Discard an existing sweep of the same name first.")
+@_user_errors
+def sweep(
+    config_path: str | None,
+    overrides: tuple[str, ...],
+    name: str | None,
+    storage: str | None,
+    dry_run: bool,
+    overwrite: bool,
+) -> None:
+    """Run a seed x LR x format x model grid on Ray Tune (resumes when re-run)."""
+    from robustprec.sweep.launch import sweep_command
+
+    sweep_command(
+        config_path, list(overrides), name=name, storage=storage, dry_run=dry_run, overwrite=overwrite
+    )
+
+
+@main.command()
 def formats() -> None:
     """List numerics backends and number-format aliases with their ranges."""
     from robustprec.cli_display import print_formats

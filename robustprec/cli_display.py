@@ -184,3 +184,95 @@ def print_plan(plan: Any, console: Console | None = None) -> None:
     )
     for note in plan.notes:
         console.print(f"note: {note}")
+
+
+_STATUS_STYLE = {
+    "pending": "dim",
+    "running": "cyan",
+    "converged": "green",
+    "diverged": "red",
+    "unstable": "yellow",
+    "error": "bold red",
+}
+
+
+class SweepProgress:
+    """One live line of trial counts by status (a new line per change when not a TTY): pass as `progress`."""
+
+    def __init__(self, total: int, console: Console | None = None) -> None:
+        from rich.live import Live
+
+        self.total = total
+        self.console = console or _err
+        self._last: tuple[Any, ...] | None = None
+        self._live = Live(console=self.console, refresh_per_second=2, transient=False)
+        self._started = False
+
+    def _line(self, state: dict[str, Any]) -> str:
+        counts = state["counts"]
+        parts = [f"[{_STATUS_STYLE.get(s, '')}]{s} {n}[/]" for s, n in counts.items() if n or s != "unstable"]
+        recent = state["recent"]
+        tail = f"  last: {recent[-1][0]} -> {recent[-1][1]}" if recent else ""
+        return f"trials {self.total}: " + " · ".join(parts) + tail
+
+    def __call__(self, state: dict[str, Any]) -> None:
+        key = tuple(state["counts"].items())
+        if self.console.is_terminal:
+            if not self._started:
+                self._live.start()
+                self._started = True
+            self._live.update(self._line(state))
+        elif key != self._last:
+            self.console.print(self._line(state), soft_wrap=True)
+        self._last = key
+
+    def close(self) -> None:
+        if self._started:
+            self._live.stop()
+            self._started = False
+
+
+def print_sweep_results(outcome: Any, console: Console | None = None) -> None:
+    """The trials of a finished sweep (status, final eval loss, divergence step) and counts by status."""
+    console = console or _out
+    plan = outcome.plan
+    rows = outcome.rows
+    shown = [*rows[:_PLAN_HEAD], None, *rows[-_PLAN_TAIL:]] if len(rows) > _PLAN_MAX_ROWS else rows
+    id_width = max((len(r["trial_id"]) for r in rows), default=5)
+    table = Table(title=f"sweep {plan.name}", box=box.SIMPLE, show_edge=False, pad_edge=False)
+    table.add_column("trial", no_wrap=True, min_width=min(id_width, console.width // 2))
+    table.add_column("status", no_wrap=True)
+    table.add_column("final eval", justify="right", no_wrap=True)
+    table.add_column("diverged at", justify="right", no_wrap=True)
+    table.add_column("reason", overflow="fold")
+    for r in shown:
+        if r is None:
+            table.add_row(f"... {len(rows) - _PLAN_HEAD - _PLAN_TAIL} more trials ...", "", "", "", "", style="dim")
+            continue
+        status = r["status"]
+        table.add_row(
+            r["trial_id"],
+            f"[{_STATUS_STYLE.get(status, '')}]{status}[/]",
+            _fmt(r.get("final_eval_loss")),
+            _fmt(r.get("diverged_at")),
+            str(r.get("reason") or ""),
+        )
+    console.print(table)
+    counts = " · ".join(f"{s} {n}" for s, n in outcome.counts.items() if n)
+    verb = "resumed and finished" if outcome.resumed else "finished"
+    console.print(f"{verb} in {outcome.wall_time_s:.0f} s: {counts}")
+
+
+def print_sweep_header(plan: Any, console: Console | None = None) -> None:
+    """Where the sweep lives and how big it is, before it starts."""
+    console = console or _out
+    console.print(f"sweep: {plan.name} (plan {plan.fingerprint}, {len(plan.trials)} trials)")
+    console.print(f"storage: {plan.root}")
+
+
+def print_sweep_footer(outcome: Any, console: Console | None = None) -> None:
+    """Where the results are and what to run next."""
+    console = console or _out
+    root = Path(outcome.plan.root)
+    console.print(f"records: {root / 'trials'}  table: {root / 'trials.parquet'}")
+    console.print("re-run the same command to resume an interrupted sweep (finished trials are kept)")

@@ -15,7 +15,7 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -59,10 +59,14 @@ def validate_trial(spec: TrialSpec) -> None:
     resolve_launcher(spec)
 
 
-def run_trial(spec: TrialSpec) -> TrialResult:
+def run_trial(
+    spec: TrialSpec, *, report: Callable[[dict[str, Any]], None] | None = None, in_tune: bool = False
+) -> TrialResult:
     """Train `spec` to completion (or divergence) and return its result; a finished trial is not re-run.
 
     Resumes from the trial's latest checkpoint when one exists (interrupted driver, retried trial).
+    `report(metrics)` receives finite eval metrics as training goes (direct launcher); `in_tune=True` forwards
+    Ray Train's rank-0 reports to the enclosing Ray Tune trial instead.
     Raises `ConfigError` for bad input and `TrialFailed` when workers keep failing.
     """
     t0 = time.perf_counter()
@@ -74,8 +78,10 @@ def run_trial(spec: TrialSpec) -> TrialResult:
         summary = read_summary(out)
         return _result(spec, summary, launcher, time.perf_counter() - t0)
     out.mkdir(parents=True, exist_ok=True)
-    run = _run_direct if launcher == "direct" else _run_ray
-    summary = run(spec, out, origin)
+    if launcher == "direct":
+        summary = _run_direct(spec, out, origin, report)
+    else:
+        summary = _run_ray(spec, out, origin, in_tune)
     return _result(spec, summary, launcher, time.perf_counter() - t0)
 
 
@@ -105,16 +111,19 @@ def _env(extra: dict[str, str]) -> Iterator[None]:
                 os.environ[k] = v
 
 
-def _run_direct(spec: TrialSpec, out: Path, origin: float) -> dict[str, Any]:
+def _run_direct(
+    spec: TrialSpec, out: Path, origin: float, report: Callable[[dict[str, Any]], None] | None
+) -> dict[str, Any]:
     """The loop in this process; Python-level failures retry from the latest checkpoint."""
     from robustprec.train.loop import CHECKPOINT_DIR, latest_checkpoint, train
 
     cfg = spec.cfg
+    hook = (lambda row, _tag: report(tune_metrics(row))) if report else None
     with _env(spec.env):
         for attempt in range(cfg.train.max_failures + 1):
             try:
                 resume = latest_checkpoint(out / CHECKPOINT_DIR) is not None
-                return train(cfg, out, resume=resume, origin_time=origin)
+                return train(cfg, out, resume=resume, origin_time=origin, report=hook)
             except RobustprecError:
                 raise
             except Exception as e:
@@ -167,13 +176,18 @@ def _use_gpu(spec: TrialSpec) -> bool:
     return float(ray.cluster_resources().get("GPU", 0)) > 0
 
 
-def _run_ray(spec: TrialSpec, out: Path, origin: float) -> dict[str, Any]:
+def _run_ray(spec: TrialSpec, out: Path, origin: float, in_tune: bool) -> dict[str, Any]:
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
     ensure_ray()
     cfg = spec.cfg
     use_gpu = _use_gpu(spec)
+    callbacks = []
+    if in_tune:
+        from ray.tune.integration.ray_train import TuneReportCallback
+
+        callbacks.append(TuneReportCallback())
     trainer = TorchTrainer(
         _worker_main,
         train_loop_config={"spec": spec.to_dict(), "origin": origin},
@@ -189,6 +203,7 @@ def _run_ray(spec: TrialSpec, out: Path, origin: float) -> dict[str, Any]:
             failure_config=FailureConfig(max_failures=cfg.train.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=cfg.train.keep_checkpoints + 1),
             worker_runtime_env={"env_vars": {**RAY_ENV, **spec.env}},
+            callbacks=callbacks,
         ),
     )
     try:

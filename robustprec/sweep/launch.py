@@ -1,0 +1,42 @@
+"""The `sweep` command shared by `robustprec sweep` and `jobs/sweep.py`: plan, print or run, report."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from robustprec.config import load_config
+from robustprec.sweep.plan import SweepPlan, plan_sweep
+
+DEFAULT_STORAGE = "sweeps"
+
+
+def sweep_command(
+    config_path: str | None,
+    overrides: list[str],
+    *,
+    name: str | None = None,
+    storage: str | None = None,
+    dry_run: bool = False,
+    overwrite: bool = False,
+) -> SweepPlan:
+    """Expand the config's sweep, then print the plan (`dry_run`) or run/resume it and print the trials."""
+    from robustprec import cli_display
+
+    cfg = load_config(config_path, overrides)
+    root = Path(storage or DEFAULT_STORAGE).expanduser().resolve()
+    plan = plan_sweep(cfg, name=name, root=root)
+    if dry_run:
+        cli_display.print_plan(plan)
+        return plan
+
+    from robustprec.sweep.run import run_sweep
+
+    cli_display.print_sweep_header(plan)
+    progress = cli_display.SweepProgress(len(plan.trials))
+    try:
+        outcome = run_sweep(plan, overwrite=overwrite, progress=progress)
+    finally:
+        progress.close()
+    cli_display.print_sweep_results(outcome)
+    cli_display.print_sweep_footer(outcome)
+    return plan

@@ -1,0 +1,266 @@
+"""Run a sweep plan on Ray Tune: one Tune trial per TrialSpec, resources and packing from the config,
+divergence as a result, resume by re-running the same command.
+
+Layout of a sweep directory (`plan.root`):
+    plan.json            the expanded plan (compared on resume)
+    tune/                Ray Tune's experiment state (what `Tuner.restore` reads)
+    trials/<trial_id>/   each trial's record: config.yaml, curve.parquet, summary.json (or error.json)
+    trials.parquet       one row per trial, written when the sweep ends
+"""
+
+from __future__ import annotations
+
+import gc
+import shutil
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from robustprec.errors import ConfigError, RobustprecError
+from robustprec.sweep.plan import SweepPlan
+from robustprec.sweep.spec import TrialSpec
+from robustprec.sweep.trial import ensure_ray, resolve_launcher, summary_metrics, validate_trial
+from robustprec.tracking.store import SUMMARY_FILE, read_summary, write_json
+
+PLAN_FILE, TUNE_DIR, TRIALS_DIR, TRIALS_TABLE, ERROR_FILE = (
+    "plan.json",
+    "tune",
+    "trials",
+    "trials.parquet",
+    "error.json",
+)
+STATUSES = ("pending", "running", "converged", "diverged", "error")
+# A Ray-Train trial's Tune driver only waits on its workers: a token CPU share (0 is rejected by Ray).
+DRIVER_TOKEN = {"CPU": 0.01}
+
+
+@dataclass
+class SweepOutcome:
+    """What a finished (or resumed-and-finished) sweep produced."""
+
+    plan: SweepPlan
+    rows: list[dict[str, Any]]
+    resumed: bool
+    wall_time_s: float
+    counts: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def sweep_dir(self) -> Path:
+        return Path(self.plan.root)
+
+
+def trial_status(spec: TrialSpec) -> tuple[str, dict[str, Any]]:
+    """Status of a trial from its record: converged/diverged/... from summary.json, `error`, or `pending`."""
+    out = Path(spec.out_dir)
+    if (out / SUMMARY_FILE).exists():
+        summary = read_summary(out)
+        return str(summary.get("status", "error")), summary
+    if (out / ERROR_FILE).exists():
+        import json
+
+        return "error", json.loads((out / ERROR_FILE).read_text())
+    return "pending", {}
+
+
+def result_rows(plan: SweepPlan) -> list[dict[str, Any]]:
+    """One flat row per trial (axes, status and summary numbers), read from the records."""
+    rows = []
+    for spec in plan.trials:
+        status, data = trial_status(spec)
+        row: dict[str, Any] = {"trial_id": spec.trial_id, **spec.axes, "status": status}
+        for k in ("reason", "diverged_at", "final_eval_loss", "steps_completed", "restarts", "wall_time_s"):
+            row[k] = data.get(k)
+        if status == "error":
+            row["reason"] = data.get("error")
+        row["out_dir"] = spec.out_dir
+        rows.append(row)
+    return rows
+
+
+def _write_table(rows: list[dict[str, Any]], path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    names: list[str] = []
+    for r in rows:
+        names.extend(k for k in r if k not in names)
+    table = pa.Table.from_pylist([{k: r.get(k) for k in names} for r in rows])
+    pq.write_table(table, path)
+
+
+def prepare_sweep_dir(plan: SweepPlan, overwrite: bool = False) -> bool:
+    """Create the sweep directory or check it holds the same plan. Returns True when resuming."""
+    root = Path(plan.root)
+    plan_file = root / PLAN_FILE
+    if overwrite and root.exists():
+        shutil.rmtree(root)
+    if plan_file.exists():
+        previous = SweepPlan.read(plan_file)
+        if previous.fingerprint != plan.fingerprint:
+            raise ConfigError(
+                f"sweep {plan.name!r} in {str(root)!r} was started with a different plan; "
+                "use another --name, or --overwrite to discard it"
+            )
+        return True
+    plan.write(plan_file)
+    return False
+
+
+def _trial_resources(spec: TrialSpec) -> dict[str, float]:
+    if resolve_launcher(spec) == "ray":
+        return dict(DRIVER_TOKEN)  # the TorchTrainer requests its workers' resources itself
+    return {k: float(v) for k, v in spec.cfg.sweep.resources.items() if float(v) > 0}
+
+
+def _tune_trial(config: dict[str, Any], specs: dict[str, dict[str, Any]]) -> None:
+    """Tune function trainable: run one trial, report evals as they come, then its final summary.
+
+    Input errors end the trial as a result with status `error` (Tune would retry a raised one); anything else
+    raises, and Tune retries it from the trial's last checkpoint (`tune.FailureConfig`).
+    """
+    from ray import tune
+
+    from robustprec.sweep.trial import run_trial
+
+    spec = TrialSpec.from_dict(specs[config["trial_id"]])
+    if spec.cfg.train.threads is None and resolve_launcher(spec) == "direct":
+        # as many intra-op threads as CPUs this trial holds (torch would take every core of the machine)
+        threads = max(1, int(_trial_resources(spec).get("CPU", 1)))
+        spec.config["train"]["threads"] = threads
+    try:
+        result = run_trial(spec, report=tune.report, in_tune=True)
+    except RobustprecError as e:
+        Path(spec.out_dir).mkdir(parents=True, exist_ok=True)
+        write_json(Path(spec.out_dir) / ERROR_FILE, {"status": "error", "error": str(e)})
+        tune.report({"done": 1, "diverged": 0, "status": "error", "error": str(e)})
+        return
+    finally:
+        gc.collect()
+        _empty_cuda_cache()
+    tune.report(summary_metrics(result.summary))
+
+
+def _empty_cuda_cache() -> None:
+    import sys
+
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def _stopper() -> Any:
+    from ray import tune
+
+    class OutcomeStopper(tune.Stopper):
+        """Ends a trial as soon as it reports an outcome (`done`, `diverged`): divergence is a result, never an
+        exception, and never a NaN that a scheduler would mis-compare."""
+
+        def __call__(self, trial_id: str, result: dict[str, Any]) -> bool:
+            return bool(result.get("done") or result.get("diverged"))
+
+        def stop_all(self) -> bool:
+            return False
+
+    return OutcomeStopper()
+
+
+def status_counts(plan: SweepPlan) -> dict[str, Any]:
+    """Trials by status, read from the records (a trial with a record folder but no summary is running)."""
+    counts = dict.fromkeys(STATUSES, 0)
+    recent: list[tuple[float, str, str]] = []
+    for spec in plan.trials:
+        status, _ = trial_status(spec)
+        out = Path(spec.out_dir)
+        if status == "pending" and (out / "config.yaml").exists():
+            status = "running"
+        counts[status] = counts.get(status, 0) + 1
+        if status not in ("pending", "running"):
+            done = out / (ERROR_FILE if status == "error" else SUMMARY_FILE)
+            recent.append((done.stat().st_mtime if done.exists() else 0.0, spec.trial_id, status))
+    return {"counts": counts, "recent": [(t, s) for _, t, s in sorted(recent)[-5:]]}
+
+
+class _Poller:
+    """Calls `update(status_counts(plan))` every `interval` seconds on a daemon thread (progress display)."""
+
+    def __init__(self, plan: SweepPlan, update: Callable[[dict[str, Any]], None], interval: float = 1.0):
+        self.plan, self.update, self.interval = plan, update, interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.update(status_counts(self.plan))
+
+    def __enter__(self) -> _Poller:
+        self.update(status_counts(self.plan))
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.update(status_counts(self.plan))
+
+
+def run_sweep(
+    plan: SweepPlan, *, overwrite: bool = False, progress: Callable[[dict[str, Any]], None] | None = None
+) -> SweepOutcome:
+    """Run (or resume) every trial of `plan` on the current Ray cluster (a local one is started if needed).
+
+    Completed trials are never re-run. `progress(counts)` is called about once a second with `status_counts`.
+    """
+    t0 = time.perf_counter()
+    for spec in plan.trials:
+        validate_trial(spec)
+    resumed = prepare_sweep_dir(plan, overwrite)
+    pending = [s for s in plan.trials if trial_status(s)[0] == "pending"]
+    if pending:
+        with _Poller(plan, progress or (lambda _: None)):
+            _fit(plan, pending, resumed)
+    rows = result_rows(plan)
+    _write_table(rows, Path(plan.root) / TRIALS_TABLE)
+    counts = {s: sum(r["status"] == s for r in rows) for s in STATUSES}
+    counts["unstable"] = sum(r["status"] == "unstable" for r in rows)
+    return SweepOutcome(plan, rows, resumed, time.perf_counter() - t0, counts)
+
+
+def _fit(plan: SweepPlan, pending: list[TrialSpec], resumed: bool) -> None:
+    from ray import tune
+
+    ensure_ray()
+    specs = {s.trial_id: s.to_dict() for s in plan.trials}
+    resources = {s.trial_id: _trial_resources(s) for s in plan.trials}
+    trainable = tune.with_resources(
+        tune.with_parameters(_tune_trial, specs=specs),
+        resources=lambda config: resources[config["trial_id"]],
+    )
+    cfg = plan.trials[0].cfg
+    same_resources = len({tuple(sorted(r.items())) for r in resources.values()}) == 1
+    tune_path = Path(plan.root) / TUNE_DIR
+    if resumed and tune.Tuner.can_restore(str(tune_path / plan.name)):
+        tuner = tune.Tuner.restore(
+            str(tune_path / plan.name), trainable=trainable, resume_unfinished=True, resume_errored=True
+        )
+    else:
+        tuner = tune.Tuner(
+            trainable,
+            param_space={"trial_id": tune.grid_search([s.trial_id for s in pending])},
+            tune_config=tune.TuneConfig(
+                max_concurrent_trials=cfg.sweep.max_concurrent,
+                reuse_actors=same_resources,  # warm processes: imports and DeepSpeed set-up paid once
+                trial_name_creator=lambda t: t.config["trial_id"],
+                trial_dirname_creator=lambda t: t.config["trial_id"],
+            ),
+            run_config=tune.RunConfig(
+                name=plan.name,
+                storage_path=str(tune_path),
+                stop=_stopper(),
+                failure_config=tune.FailureConfig(max_failures=cfg.train.max_failures),
+                verbose=0,
+            ),
+        )
+    tuner.fit()
