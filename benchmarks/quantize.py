@@ -1,54 +1,138 @@
-"""Quantizer speed: `robustprec.numerics.quantize` on a square fp32 tensor, per format and rounding mode.
+"""Quantizer speed: eager vs fused (torch.compile) `quantize` / `quantize_with_stats`, per format and tensor shape.
 
-python benchmarks/quantize.py [--size 4096] [--repeats 5]
+Runs on CUDA if available, else CPU. For each format and shape it times both paths (best of --repeats, each a
+loop long enough to dwarf timer noise), checks that the fused result and counts are bit-identical to the eager
+ones, and prints a markdown table with elements/s and the fused speed-up. The first fused calls of a format
+compile its two graphs (with and without stats): `first fused call (s)`; for later shapes it shows that
+nothing recompiles.
+
+python benchmarks/quantize.py [--shapes 4096x4096,16384x768] [--formats bf16,fp8_e4m3] [--repeats 5] [--quick]
 """
 
 from __future__ import annotations
 
 import argparse
 import time
+from collections.abc import Callable
 
 import torch
 
-from robustprec.numerics.quantize import quantize, quantize_with_stats
+from robustprec.numerics import fused
+from robustprec.numerics.quantize import quantize, quantize_with_stats, set_fused
 from robustprec.provenance import device_name
 
 CASES = ["bf16", "fp8_e4m3", "fp8_e5m2", "E8M3", "bf16:rounding=stochastic", "fp8_e4m3:rounding=stochastic",
          "fp8_e4m3:scaling=tensor", "fp8_e4m3:scaling=block:32"]  # fmt: skip
+QUICK_CASES = ["fp8_e4m3", "fp8_e5m2:rounding=truncate", "fp8_e4m3:scaling=tensor"]
+SHAPES = "4096x4096,16384x768"
+QUICK_SHAPES = "1024x1024,4096x192"
 
 
-def timed(fn, repeats: int, sync) -> float:
+def timed(fn: Callable[[], object], repeats: int, sync: Callable[[], None], budget_s: float = 0.05) -> float:
+    """Best over `repeats` of the mean time per call (ms) of a loop of back-to-back calls lasting ~budget_s."""
+    sync()
+    tic = time.perf_counter()
     fn()
     sync()
+    inner = max(1, min(200, int(budget_s / max(time.perf_counter() - tic, 1e-6))))
     best = float("inf")
     for _ in range(repeats):
         tic = time.perf_counter()
-        fn()
+        for _ in range(inner):
+            fn()
         sync()
-        best = min(best, time.perf_counter() - tic)
+        best = min(best, (time.perf_counter() - tic) / inner)
     return best * 1000
+
+
+def same_bits(a: torch.Tensor, b: torch.Tensor) -> bool:
+    nan = torch.isnan(a)
+    return bool(
+        torch.equal(nan, torch.isnan(b)) and torch.equal(a.view(torch.int32)[~nan], b.view(torch.int32)[~nan])
+    )
+
+
+def run_case(
+    spec: str, x: torch.Tensor, repeats: int, sync: Callable[[], None]
+) -> tuple[dict[str, tuple[float, float]], float, bool]:
+    """{op: (eager ms, fused ms)}, fused compile seconds, and whether fused == eager bit for bit."""
+    dev = x.device
+    gen = torch.Generator(device=dev)
+
+    def call(op: str, seed: int | None = None) -> Callable[[], object]:
+        def fn() -> object:
+            if seed is not None:
+                gen.manual_seed(seed)
+            return (
+                quantize(x, spec, generator=gen)
+                if op == "quantize"
+                else quantize_with_stats(x, spec, generator=gen)
+            )
+
+        return fn
+
+    set_fused("off")
+    ref_q, ref_s = call("with_stats", seed=0)()
+    set_fused("on")
+    sync()
+    tic = time.perf_counter()
+    got_q, got_s = call("with_stats", seed=0)()
+    call("quantize")()
+    sync()
+    compile_s = time.perf_counter() - tic
+    identical = (
+        same_bits(got_q, ref_q)
+        and int(got_s.overflow) == int(ref_s.overflow)
+        and int(got_s.underflow) == int(ref_s.underflow)
+    )
+    times = {}
+    for op in ("quantize", "with_stats"):
+        set_fused("off")
+        eager = timed(call(op), repeats, sync)
+        set_fused("on")
+        times[op] = (eager, timed(call(op), repeats, sync))
+    return times, compile_s, identical
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--size", type=int, default=4096)
+    ap.add_argument("--shapes", default=None, help=f"comma-separated RxC (default {SHAPES})")
+    ap.add_argument("--formats", default=None, help="comma-separated format specs (default: a fixed list)")
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--quick", action="store_true", help=f"3 formats, shapes {QUICK_SHAPES}")
     args = ap.parse_args()
+    shapes_arg = args.shapes or (QUICK_SHAPES if args.quick else SHAPES)
+    shapes = [tuple(int(v) for v in s.split("x")) for s in shapes_arg.split(",")]
+    specs = args.formats.split(",") if args.formats else (QUICK_CASES if args.quick else CASES)
+    repeats = args.repeats
+
     dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
-    x = torch.randn(args.size, args.size, device=dev)
-    gen = torch.Generator(device=dev).manual_seed(0)
     print(
-        f"device: {device_name(dev.type)}, threads {torch.get_num_threads()}, tensor {args.size}x{args.size} fp32, best of {args.repeats}"
+        f"device: {device_name(dev.type)}, torch {torch.__version__}, threads {torch.get_num_threads()}, "
+        f"fp32 inputs ~ N(0, 1) * 100, best of {repeats}; Melem/s = elements / time (fp32 in + out: 8 bytes each)"
     )
-    print("| format | quantize (ms) | with stats (ms) | GB/s (read+write) |")
-    print("|---|---|---|---|")
-    base = timed(lambda: x.clone(), args.repeats, sync)
-    for spec in CASES:
-        ms = timed(lambda s=spec: quantize(x, s, generator=gen), args.repeats, sync)
-        ms_stats = timed(lambda s=spec: quantize_with_stats(x, s, generator=gen), args.repeats, sync)
-        print(f"| {spec} | {ms:.2f} | {ms_stats:.2f} | {2 * x.numel() * 4 / ms / 1e6:.1f} |")
-    print(f"| (clone, for scale) | {base:.2f} | - | {2 * x.numel() * 4 / base / 1e6:.1f} |")
+    print(
+        "| format | shape | op | eager (ms) | fused (ms) | eager Melem/s | fused Melem/s | speed-up | first fused call (s) | identical |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for rows, cols in shapes:
+        x = torch.randn(rows, cols, device=dev, generator=torch.Generator(device=dev).manual_seed(0)) * 100
+        n = x.numel()
+        clone_ms = timed(lambda x=x: x.clone(), repeats, sync)
+        for spec in specs:
+            times, compile_s, identical = run_case(spec, x, repeats, sync)
+            for op, (eager, fast) in times.items():
+                print(
+                    f"| {spec} | {rows}x{cols} | {op} | {eager:.3f} | {fast:.3f} | {n / eager / 1e3:,.0f} | "
+                    f"{n / fast / 1e3:,.0f} | {eager / fast:.2f}x | {f'{compile_s:.1f}' if op == 'quantize' else '-'} | "
+                    f"{'yes' if identical else 'NO'} |"
+                )
+        print(
+            f"| (clone, for scale) | {rows}x{cols} | clone | {clone_ms:.3f} | - | {n / clone_ms / 1e3:,.0f} | - | - | - | - |"
+        )
+    if fused.fused_error() is not None:
+        print(f"\nfused path unavailable, the fused columns are eager: {fused.fused_error()}")
 
 
 if __name__ == "__main__":

@@ -676,3 +676,12 @@ def test_properties(spec: str, rounding: str, values: list[float]) -> None:
     fin = torch.isfinite(q)
     assert np.isin(q[fin].abs().double().numpy(), value_set(fmt).numpy()).all()
     assert_bits_equal(q.double().numpy(), oracle(x.double().numpy(), fmt), x.numpy(), spec)
+
+
+def test_package_level_quantize_is_the_function():
+    import robustprec.numerics as numerics
+    import robustprec.numerics.quantize  # noqa: F401  (importing the submodule must not shadow the function)
+
+    x = torch.tensor([1.0, 1.0625, 1.1875])  # two ties of a 3-bit mantissa: both go to the even neighbour
+    assert callable(numerics.quantize)
+    assert numerics.quantize(x, "E4M3").tolist() == [1.0, 1.0, 1.25]

@@ -1,22 +1,12 @@
 """Number formats, quantization, simulated GEMMs and numerics backends.
 
-`parse_format`, `FloatFormat` and `quantize` are re-exported lazily so that importing this package stays cheap.
+`robustprec.numerics.quantize` is the function (the `quantize` submodule is shadowed on purpose; reach the module
+with `importlib.import_module("robustprec.numerics.quantize")`).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from robustprec.numerics.formats import FloatFormat, parse_format
+from robustprec.numerics.quantize import quantize
 
 __all__ = ["FloatFormat", "parse_format", "quantize"]
-
-
-def __getattr__(name: str) -> Any:
-    if name in ("FloatFormat", "parse_format"):
-        from robustprec.numerics import formats
-
-        return getattr(formats, name)
-    if name == "quantize":
-        from robustprec.numerics.quantize import quantize
-
-        return quantize
-    raise AttributeError(name)

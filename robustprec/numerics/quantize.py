@@ -17,11 +17,21 @@ Stochastic rounding adds `d` uniform random bits (exactly unbiased) in the norma
 uniform number with 24 (float32) / 53 (float64) random bits in the subnormal range. Truncation rounds toward
 zero, so a finite input beyond the range becomes ±max (IEEE round-toward-zero); an Inf input still follows
 `overflow`.
+
+Two implementations compute the same bits (tests/test_fused_quantize.py). The eager one (this module) runs the
+steps above as separate vectorised torch ops (chunked on CPU): 20-30 small kernels per call. The fused one
+(`robustprec.numerics.fused`) compiles the same steps, with the scaling and the overflow/underflow counts, into
+one torch.compile graph per format (a few generated kernels); stochastic rounding draws the same random bits
+from the same generator outside the graph. `set_fused` picks the path: ``auto`` (default: fused for CUDA
+tensors, eager elsewhere, where compile time would dominate short runs), ``on`` or ``off``; the environment
+variable ``ROBUSTPREC_FUSED_QUANT`` sets the initial mode.
 """
 
 from __future__ import annotations
 
 import functools
+import os
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -31,7 +41,46 @@ from torch import Tensor
 
 from robustprec.numerics.formats import FloatFormat, parse_format
 
-__all__ = ["QuantStats", "quantize", "quantize_with_stats"]
+__all__ = ["FUSED_MODES", "QuantStats", "get_fused", "quantize", "quantize_with_stats", "set_fused"]
+
+FUSED_MODES = ("auto", "on", "off")
+FUSED_ENV = "ROBUSTPREC_FUSED_QUANT"
+_ENV_ALIASES = {"1": "on", "true": "on", "yes": "on", "0": "off", "false": "off", "no": "off"}
+
+
+def _mode_from_env() -> str:
+    raw = os.environ.get(FUSED_ENV, "").strip().lower()
+    mode = _ENV_ALIASES.get(raw, raw) or "auto"
+    if mode not in FUSED_MODES:
+        warnings.warn(
+            f"{FUSED_ENV}={raw!r} is not one of {', '.join(FUSED_MODES)}; using auto",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+        return "auto"
+    return mode
+
+
+_fused_mode = _mode_from_env()
+
+
+def set_fused(mode: str) -> str:
+    """Choose the quantizer implementation; returns the previous mode.
+
+    ``auto``: fused (torch.compile) for CUDA tensors, eager otherwise; ``on``: fused on every device;
+    ``off``: eager everywhere. Results are the same bits either way. Initial value: ``$ROBUSTPREC_FUSED_QUANT``
+    (auto/on/off, or 1/0), else auto.
+    """
+    global _fused_mode
+    if mode not in FUSED_MODES:
+        raise ValueError(f"fused mode must be one of {', '.join(FUSED_MODES)}; got {mode!r}")
+    previous, _fused_mode = _fused_mode, mode
+    return previous
+
+
+def get_fused() -> str:
+    """The current `set_fused` mode."""
+    return _fused_mode
 
 
 @dataclass(frozen=True)
@@ -269,14 +318,21 @@ def _quantize(
 ) -> tuple[Tensor, Tensor | None, Tensor | None]:
     fmt = _as_format(fmt)
     if x.dtype == torch.float64:
-        c, work = _F64, x.detach()
+        c = _F64
     elif x.dtype in (torch.float32, torch.bfloat16, torch.float16):
-        c, work = _F32, x.detach().float()
+        c = _F32
     else:
         raise TypeError(f"quantize expects a float16/bfloat16/float32/float64 tensor, got {x.dtype}")
     if generator is not None and generator.device.type != x.device.type:
         raise ValueError(f"generator is on {generator.device}, tensor on {x.device}")
-    q, ovf, unf = _quantize_container(work.contiguous(), fmt, c, generator, stats)
+    x = x.detach()
+    if _fused_mode == "on" or (_fused_mode == "auto" and x.device.type == "cuda"):
+        from robustprec.numerics.fused import quantize_fused
+
+        fused = quantize_fused(x, fmt, c, generator, stats)
+        if fused is not None:
+            return fused
+    q, ovf, unf = _quantize_container(x.to(c.float_dtype).contiguous(), fmt, c, generator, stats)
     return q.to(x.dtype), ovf, unf
 
 

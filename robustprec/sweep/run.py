@@ -231,7 +231,9 @@ def run_sweep(
 def _fit(plan: SweepPlan, pending: list[TrialSpec], resumed: bool) -> None:
     from ray import tune
 
-    ensure_ray()
+    ensure_ray(
+        log_to_driver=False
+    )  # trials' own lines would flood the progress view; records hold everything
     specs = {s.trial_id: s.to_dict() for s in plan.trials}
     resources = {s.trial_id: _trial_resources(s) for s in plan.trials}
     trainable = tune.with_resources(

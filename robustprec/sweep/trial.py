@@ -15,6 +15,7 @@ import os
 import shutil
 import tempfile
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -135,19 +136,32 @@ def _run_direct(
 # ---------------------------------------------------------------------------------------------------- Ray Train
 
 
-def ensure_ray(num_cpus: int | None = None) -> None:
-    """Connect to the Ray cluster of this job (`RAY_ADDRESS`, `ray job submit`) or start a local one."""
+def ensure_ray(num_cpus: int | None = None, log_to_driver: bool = True) -> None:
+    """Connect to the Ray cluster of this job (`RAY_ADDRESS`, `ray job submit`) or start a local one.
+
+    `log_to_driver=False` keeps workers' output in Ray's log files (sweeps show a progress line instead)."""
     import ray
 
     os.environ.update({k: os.environ.get(k, v) for k, v in RAY_ENV.items()})
     if ray.is_initialized():
         return
-    ray.init(
-        num_cpus=num_cpus if not os.environ.get("RAY_ADDRESS") else None,
-        include_dashboard=True,  # stopped trials leak placement groups without it (STACK.md)
-        log_to_driver=True,
-        runtime_env={"env_vars": {k: os.environ[k] for k in RAY_ENV}},
-    )
+    kwargs: dict[str, Any] = {
+        "num_cpus": num_cpus if not os.environ.get("RAY_ADDRESS") else None,
+        "log_to_driver": log_to_driver,
+        "runtime_env": {"env_vars": {k: os.environ[k] for k in RAY_ENV}},
+    }
+    try:
+        ray.init(include_dashboard=True, **kwargs)  # stopped trials leak placement groups without it (STACK.md)
+    except Exception as e:
+        if "missing packages" not in str(e):
+            raise
+        warnings.warn(
+            "Ray's dashboard packages are missing (install ray[default]); running without the dashboard: "
+            "Tune-stopped trials may leak placement groups",
+            stacklevel=2,
+        )
+        ray.shutdown()
+        ray.init(include_dashboard=False, **kwargs)
 
 
 def worker_resources(spec: TrialSpec, use_gpu: bool) -> dict[str, float]:

@@ -1,0 +1,157 @@
+"""Sweeps on a local Ray: divergence as data, resume after the driver is killed, the sweep CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pyarrow.parquet as pq
+import pytest
+
+from robustprec.config import load_config
+from robustprec.sweep.plan import plan_sweep
+from robustprec.sweep.run import result_rows, run_sweep, status_counts
+from tests.conftest import REPO, tiny_overrides
+
+SMALL = {
+    "train.steps": 20,
+    "train.eval_interval": 10,
+    "train.checkpoint_interval": 10,
+    "sweep.resources": "{CPU: 1}",
+}
+
+
+def small_plan(tmp_path, name, **sweep):
+    overrides = tiny_overrides(**SMALL, **{f"sweep.{k}": v for k, v in sweep.items()})
+    overrides = [o for o in overrides if not o.startswith("train.threads=")]
+    return plan_sweep(load_config(None, overrides), name=name, root=tmp_path)
+
+
+def test_dry_run_prints_plan_and_runs_nothing(tmp_path):
+    args = [
+        *(f"--set={o}" for o in tiny_overrides(**SMALL)),
+        "--set=sweep.lrs=[1e-3,1e-2]",
+        "--set=sweep.seeds=3",
+    ]
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "robustprec",
+            "sweep",
+            "--storage",
+            str(tmp_path),
+            "--name",
+            "d",
+            "--dry-run",
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+    assert res.returncode == 0, res.stderr
+    for lr in ("1e-03", "1e-02"):
+        for seed in range(3):
+            assert f"lr{lr}-s{seed}" in res.stdout
+    assert "total: 6 trials" in res.stdout
+    assert not (tmp_path / "d").exists()
+
+
+def test_bad_sweep_axis_is_one_line_error(tmp_path):
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "robustprec",
+            "sweep",
+            "--storage",
+            str(tmp_path),
+            "--set",
+            "sweep.lrs=logspace(1)",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
+    assert res.returncode == 2
+    assert res.stderr.startswith("error: ") and "logspace" in res.stderr and "Traceback" not in res.stderr
+
+
+@pytest.mark.slow
+def test_forced_divergence_grid_marks_diverged_trials(tmp_path):
+    import ray
+
+    plan = small_plan(tmp_path, "hot", seeds=1, lrs="[3e-3, 30.0, 300.0]", formats="[fp32, bf16]")
+    seen: list[dict] = []
+    try:
+        outcome = run_sweep(plan, progress=seen.append)
+    finally:
+        ray.shutdown()
+    by_lr = {}
+    for row in outcome.rows:
+        by_lr.setdefault(row["optim.lr"], set()).add(row["status"])
+    assert by_lr[3e-3] == {"converged"}
+    assert by_lr[30.0] == {"diverged"} and by_lr[300.0] == {"diverged"}
+    assert outcome.counts["error"] == 0 and outcome.counts["diverged"] == 4
+    for row in outcome.rows:
+        summary = json.loads((tmp_path / "hot" / "trials" / row["trial_id"] / "summary.json").read_text())
+        if row["status"] == "diverged":
+            assert summary["stopped_early"] and summary["diverged_at"] is not None
+            assert summary["steps_completed"] == summary["diverged_at"] + 1
+    table = pq.read_table(tmp_path / "hot" / "trials.parquet").to_pylist()
+    assert sorted(r["trial_id"] for r in table) == sorted(plan.trial_ids)
+    assert seen and seen[-1]["counts"]["pending"] == 0 and seen[-1]["counts"]["running"] == 0
+
+
+@pytest.mark.slow
+def test_killed_driver_resumes_without_rerunning_finished_trials(tmp_path):
+    args = [
+        sys.executable,
+        "-m",
+        "robustprec",
+        "sweep",
+        "--storage",
+        str(tmp_path),
+        "--name",
+        "r",
+        *(f"--set={o}" for o in tiny_overrides(**SMALL) if not o.startswith("train.threads=")),
+        "--set=sweep.seeds=3",
+        "--set=sweep.lrs=[1e-3,3e-3]",
+        "--set=sweep.max_concurrent=1",
+    ]
+    plan = small_plan(tmp_path, "r", seeds=3, lrs="[1e-3,3e-3]")
+    summaries = [tmp_path / "r" / "trials" / t / "summary.json" for t in plan.trial_ids]
+    driver = subprocess.Popen(
+        args, cwd=REPO, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    try:
+        deadline = time.time() + 240
+        while sum(p.exists() for p in summaries) < 2:
+            assert driver.poll() is None, driver.stderr.read().decode()[-2000:] if driver.stderr else ""
+            assert time.time() < deadline, "no trial finished in time"
+            time.sleep(0.5)
+    finally:
+        os.killpg(driver.pid, signal.SIGKILL)  # the driver and the local Ray it started
+        driver.wait()
+    subprocess.run([sys.executable, "-m", "ray.scripts.scripts", "stop", "--force"], capture_output=True)
+    finished = {p: p.stat().st_mtime_ns for p in summaries if p.exists()}
+    assert 2 <= len(finished) < len(summaries)
+
+    res = subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "resumed and finished" in res.stdout
+    assert all(p.exists() for p in summaries)
+    for p, mtime in finished.items():
+        assert p.stat().st_mtime_ns == mtime, f"{p.parent.name} was re-run"
+    rows = result_rows(plan)
+    assert [r["status"] for r in rows] == ["converged"] * len(plan.trials)
+    for t in plan.trial_ids:
+        steps = pq.read_table(tmp_path / "r" / "trials" / t / "curve.parquet").column("step").to_pylist()
+        assert steps == list(range(20)), t
+    assert status_counts(plan)["counts"]["converged"] == len(plan.trials)
