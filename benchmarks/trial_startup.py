@@ -2,8 +2,9 @@
 
 Launchers compared (Ray already running, as inside a sweep):
   ray-train   Ray Train TorchTrainer with one worker (worker group, process group, DeepSpeed in a fresh actor)
-  ray-task    the loop run directly inside a Ray task (what a Tune trial does with launcher=direct);
-              Ray reuses the task's worker process, so repeats show the warm cost
+  ray-task    the loop run directly inside a Ray task (Ray reuses CPU task workers, never GPU ones: max_calls=1)
+  ray-actor   the loop run directly inside one long-lived Ray actor, called repeatedly (what a Tune sweep with
+              reuse_actors=True does with launcher=direct)
   in-process  the loop in the calling process (the floor)
 
     python benchmarks/trial_startup.py [--device cpu|cuda] [--repeats 3] [--preset tiny] [--steps 5]
@@ -65,15 +66,23 @@ def main() -> None:
         result = run_trial(TrialSpec.from_dict(spec))
         return float(result.summary["startup_s"]), time.perf_counter() - t0
 
+    @ray.remote(num_cpus=1, num_gpus=1 if args.device == "cuda" else 0)
+    class Runner:
+        def run(self, spec: dict) -> float:
+            return float(run_trial(TrialSpec.from_dict(spec)).summary["startup_s"])
+
+    runner = Runner.remote()  # type: ignore[attr-defined]
     rows: list[tuple[str, int, float, float]] = []
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        for launcher in ("ray-train", "ray-task", "in-process"):
+        for launcher in ("ray-train", "ray-task", "ray-actor", "in-process"):
             for i in range(args.repeats):
                 spec = make_spec(root, f"{launcher}-{i}", args, launcher)
                 t0 = time.perf_counter()
                 if launcher == "ray-task":
                     startup, _ = ray.get(in_task.remote(spec.to_dict()))
+                elif launcher == "ray-actor":
+                    startup = ray.get(runner.run.remote(spec.to_dict()))
                 else:
                     startup = float(run_trial(spec).summary["startup_s"])
                 rows.append((launcher, i, startup, time.perf_counter() - t0))
