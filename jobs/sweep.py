@@ -7,6 +7,7 @@ storage path and the trial table. Same options as `robustprec sweep`.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -24,19 +25,32 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--storage", help="sweeps folder, shared by all nodes on a cluster (default: ./sweeps)")
     p.add_argument("--dry-run", action="store_true", help="print the plan and exit")
     p.add_argument("--overwrite", action="store_true", help="discard an existing sweep of the same name")
+    p.add_argument(
+        "--tracking-uri", help="MLflow tracking URI (default: MLFLOW_TRACKING_URI, else <storage>/mlflow.db)"
+    )
     args = p.parse_args(argv)
+    # A Ray job runs in a temporary copy of the working dir: keep the default SQLite store next to the records.
+    storage = Path(args.storage or "sweeps").expanduser().resolve()
+    tracking_uri = (
+        args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{storage / 'mlflow.db'}"
+    )
     try:
-        sweep_command(
+        result = sweep_command(
             args.config,
             args.overrides,
             name=args.name,
             storage=args.storage,
             dry_run=args.dry_run,
             overwrite=args.overwrite,
+            tracking_uri=tracking_uri,
         )
     except RobustprecError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    errors = getattr(result, "counts", {}).get("error", 0)
+    if errors:  # diverged trials are results; errored ones are not
+        print(f"error: {errors} trial(s) failed; see error.json in their record folders", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -141,8 +141,29 @@ def sweep(
     """Run a seed x LR x format x model grid on Ray Tune (resumes when re-run)."""
     from robustprec.sweep.launch import sweep_command
 
-    sweep_command(
+    result = sweep_command(
         config_path, list(overrides), name=name, storage=storage, dry_run=dry_run, overwrite=overwrite
+    )
+    if getattr(result, "counts", {}).get("error", 0):  # diverged trials are results; errored ones are not
+        sys.exit(1)
+
+
+@main.command()
+@click.option(
+    "--sweep", "sweep_dir", required=True, type=click.Path(file_okay=False), help="Sweep directory."
+)
+@click.option(
+    "--tracking-uri", help="MLflow tracking URI (default: the sweep's, MLFLOW_TRACKING_URI, ./mlflow.db)."
+)
+@_user_errors
+def sync(sweep_dir: str, tracking_uri: str | None) -> None:
+    """Mirror a sweep's records into MLflow (idempotent: replays what a down server missed)."""
+    from robustprec.tracking.mlflow_mirror import sync_sweep
+
+    info = sync_sweep(sweep_dir, tracking_uri)
+    click.echo(
+        f"mlflow: parent run {info['parent_run_id']} in {info['tracking_uri']}: "
+        f"{info['logged']}/{info['trials']} trials mirrored"
     )
 
 

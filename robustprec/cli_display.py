@@ -247,7 +247,9 @@ def print_sweep_results(outcome: Any, console: Console | None = None) -> None:
     table.add_column("reason", overflow="fold")
     for r in shown:
         if r is None:
-            table.add_row(f"... {len(rows) - _PLAN_HEAD - _PLAN_TAIL} more trials ...", "", "", "", "", style="dim")
+            table.add_row(
+                f"... {len(rows) - _PLAN_HEAD - _PLAN_TAIL} more trials ...", "", "", "", "", style="dim"
+            )
             continue
         status = r["status"]
         table.add_row(
@@ -270,9 +272,27 @@ def print_sweep_header(plan: Any, console: Console | None = None) -> None:
     console.print(f"storage: {plan.root}")
 
 
+def print_tracking(info: dict[str, Any], console: Console | None = None) -> None:
+    """The MLflow parent run of a sweep (or why there is none)."""
+    console = console or _out
+    if info.get("parent_run_id"):
+        console.print(f"mlflow: parent run {info['parent_run_id']} in {info['tracking_uri']}")
+    else:
+        console.print(
+            f"mlflow: not tracking ({info.get('error')}); `robustprec sync --sweep DIR` replays later"
+        )
+
+
 def print_sweep_footer(outcome: Any, console: Console | None = None) -> None:
     """Where the results are and what to run next."""
     console = console or _out
     root = Path(outcome.plan.root)
     console.print(f"records: {root / 'trials'}  table: {root / 'trials.parquet'}")
+    parent = outcome.tracking.get("parent_run_id")
+    if parent:
+        uri = outcome.tracking["tracking_uri"]
+        console.print(f"mlflow ui --backend-store-uri {uri}    (parent run {parent})")
+        console.print(f"next: robustprec analyze --run-id {parent} --tracking-uri {uri}")
+    elif outcome.tracking.get("error"):
+        console.print(f"MLflow was unreachable: robustprec sync --sweep {root}")
     console.print("re-run the same command to resume an interrupted sweep (finished trials are kept)")

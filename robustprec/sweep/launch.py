@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from robustprec.config import load_config
 from robustprec.sweep.plan import SweepPlan, plan_sweep
+
+if TYPE_CHECKING:
+    from robustprec.sweep.run import SweepOutcome
 
 DEFAULT_STORAGE = "sweeps"
 
@@ -18,8 +22,10 @@ def sweep_command(
     storage: str | None = None,
     dry_run: bool = False,
     overwrite: bool = False,
-) -> SweepPlan:
-    """Expand the config's sweep, then print the plan (`dry_run`) or run/resume it and print the trials."""
+    tracking_uri: str | None = None,
+) -> SweepPlan | SweepOutcome:
+    """Expand the config's sweep, then print the plan (`dry_run`) or run/resume it and print the trials.
+    Returns the plan (dry run) or the outcome."""
     from robustprec import cli_display
 
     cfg = load_config(config_path, overrides)
@@ -34,9 +40,15 @@ def sweep_command(
     cli_display.print_sweep_header(plan)
     progress = cli_display.SweepProgress(len(plan.trials))
     try:
-        outcome = run_sweep(plan, overwrite=overwrite, progress=progress)
+        outcome = run_sweep(
+            plan,
+            overwrite=overwrite,
+            progress=progress,
+            tracking_uri=tracking_uri,
+            on_parent=cli_display.print_tracking,
+        )
     finally:
         progress.close()
     cli_display.print_sweep_results(outcome)
     cli_display.print_sweep_footer(outcome)
-    return plan
+    return outcome

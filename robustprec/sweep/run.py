@@ -10,7 +10,9 @@ Layout of a sweep directory (`plan.root`):
 
 from __future__ import annotations
 
+import contextlib
 import gc
+import os
 import shutil
 import threading
 import time
@@ -35,6 +37,8 @@ PLAN_FILE, TUNE_DIR, TRIALS_DIR, TRIALS_TABLE, ERROR_FILE = (
 STATUSES = ("pending", "running", "converged", "diverged", "error")
 # A Ray-Train trial's Tune driver only waits on its workers: a token CPU share (0 is rejected by Ray).
 DRIVER_TOKEN = {"CPU": 0.01}
+# torch.distributed rendezvous variables (see `_drop_inherited_process_group_env`)
+DIST_VARS = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
 
 
 @dataclass
@@ -46,6 +50,7 @@ class SweepOutcome:
     resumed: bool
     wall_time_s: float
     counts: dict[str, int] = field(default_factory=dict)
+    tracking: dict[str, Any] = field(default_factory=dict)
 
     @property
     def sweep_dir(self) -> Path:
@@ -115,6 +120,20 @@ def _trial_resources(spec: TrialSpec) -> dict[str, float]:
     return {k: float(v) for k, v in spec.cfg.sweep.resources.items() if float(v) > 0}
 
 
+def _drop_inherited_process_group_env() -> None:
+    """A direct trial in a Tune actor is one process that creates its own process group. Rendezvous variables in
+    the actor's environment were inherited from whatever started its Ray node: a process that ran a trial
+    in-process leaves its group's MASTER_PORT there, and every trial then failed with EADDRINUSE. A reused actor
+    that already holds its own group keeps them."""
+    import sys
+
+    dist = sys.modules.get("torch.distributed")
+    if dist is not None and dist.is_available() and dist.is_initialized():
+        return
+    for k in DIST_VARS:
+        os.environ.pop(k, None)
+
+
 def _tune_trial(config: dict[str, Any], specs: dict[str, dict[str, Any]]) -> None:
     """Tune function trainable: run one trial, report evals as they come, then its final summary.
 
@@ -130,6 +149,8 @@ def _tune_trial(config: dict[str, Any], specs: dict[str, dict[str, Any]]) -> Non
         # as many intra-op threads as CPUs this trial holds (torch would take every core of the machine)
         threads = max(1, int(_trial_resources(spec).get("CPU", 1)))
         spec.config["train"]["threads"] = threads
+    if resolve_launcher(spec) == "direct":
+        _drop_inherited_process_group_env()
     try:
         result = run_trial(spec, report=tune.report, in_tune=True)
     except RobustprecError as e:
@@ -183,6 +204,65 @@ def status_counts(plan: SweepPlan) -> dict[str, Any]:
     return {"counts": counts, "recent": [(t, s) for _, t, s in sorted(recent)[-5:]]}
 
 
+class Tracker:
+    """Mirrors finished trials into MLflow from the records, as they finish (never on the training path).
+
+    Any tracking failure disables it for the rest of the sweep with one warning: training goes on, and
+    `robustprec sync --sweep DIR` replays everything later."""
+
+    def __init__(self, plan: SweepPlan, uri: str, experiment: str) -> None:
+        self.plan, self.uri, self.experiment = plan, uri, experiment
+        self.mirror: Any = None
+        self.error: str | None = None
+        self._logged: set[str] = set()
+        self._lock = threading.Lock()
+
+    def start(self) -> None:
+        try:
+            from robustprec.tracking.mlflow_mirror import open_parent
+
+            self.mirror = open_parent(self.plan.root, self.uri, self.experiment)
+        except Exception as e:  # unreachable server, bad URI: training must not depend on it
+            self._fail(e)
+
+    def _fail(self, e: Exception) -> None:
+        import warnings
+
+        self.error = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+        self.mirror = None
+        warnings.warn(
+            f"MLflow tracking at {self.uri} failed ({self.error}); training continues, records are kept: "
+            f"run `robustprec sync --sweep {self.plan.root}` later",
+            stacklevel=2,
+        )
+
+    def tick(self, _state: dict[str, Any] | None = None) -> None:
+        with self._lock:
+            if self.mirror is None:
+                return
+            for spec in self.plan.trials:
+                if spec.trial_id in self._logged or not (Path(spec.out_dir) / SUMMARY_FILE).exists():
+                    continue
+                try:
+                    self.mirror.log_trial(spec.trial_id, spec.out_dir, spec.axes)
+                except Exception as e:
+                    self._fail(e)
+                    return
+                self._logged.add(spec.trial_id)
+
+    def finish(self, counts: dict[str, int]) -> dict[str, Any]:
+        self.tick()
+        info: dict[str, Any] = {"tracking_uri": self.uri, "error": self.error}
+        if self.mirror is not None:
+            info["parent_run_id"] = self.mirror.parent_run_id
+            if len(self._logged) == len(self.plan.trials):
+                try:
+                    self.mirror.finish({k: v for k, v in counts.items() if v})
+                except Exception as e:
+                    self._fail(e)
+        return info
+
+
 class _Poller:
     """Calls `update(status_counts(plan))` every `interval` seconds on a daemon thread (progress display)."""
 
@@ -207,25 +287,51 @@ class _Poller:
 
 
 def run_sweep(
-    plan: SweepPlan, *, overwrite: bool = False, progress: Callable[[dict[str, Any]], None] | None = None
+    plan: SweepPlan,
+    *,
+    overwrite: bool = False,
+    progress: Callable[[dict[str, Any]], None] | None = None,
+    tracking_uri: str | None = None,
+    on_parent: Callable[[dict[str, Any]], None] | None = None,
 ) -> SweepOutcome:
     """Run (or resume) every trial of `plan` on the current Ray cluster (a local one is started if needed).
 
     Completed trials are never re-run. `progress(counts)` is called about once a second with `status_counts`.
+    Finished trials are mirrored to MLflow (`tracking.enabled`; URI: `tracking_uri`, `tracking.uri`,
+    `MLFLOW_TRACKING_URI`, else `sqlite:///mlflow.db` in the working directory); `on_parent(info)` receives the
+    parent run id once it exists.
     """
     t0 = time.perf_counter()
     for spec in plan.trials:
         validate_trial(spec)
     resumed = prepare_sweep_dir(plan, overwrite)
+    tracker = _tracker(plan, tracking_uri)
+    if tracker is not None:
+        tracker.start()
+        if on_parent is not None:
+            parent = tracker.mirror.parent_run_id if tracker.mirror is not None else None
+            on_parent({"parent_run_id": parent, "tracking_uri": tracker.uri, "error": tracker.error})
     pending = [s for s in plan.trials if trial_status(s)[0] == "pending"]
     if pending:
-        with _Poller(plan, progress or (lambda _: None)):
+        show = progress or (lambda _: None)
+        tracking_thread = _Poller(plan, tracker.tick, interval=2.0) if tracker is not None else None
+        with _Poller(plan, show), tracking_thread or contextlib.nullcontext():
             _fit(plan, pending, resumed)
     rows = result_rows(plan)
     _write_table(rows, Path(plan.root) / TRIALS_TABLE)
     counts = {s: sum(r["status"] == s for r in rows) for s in STATUSES}
     counts["unstable"] = sum(r["status"] == "unstable" for r in rows)
-    return SweepOutcome(plan, rows, resumed, time.perf_counter() - t0, counts)
+    tracking = tracker.finish(counts) if tracker is not None else {}
+    return SweepOutcome(plan, rows, resumed, time.perf_counter() - t0, counts, tracking)
+
+
+def _tracker(plan: SweepPlan, tracking_uri: str | None) -> Tracker | None:
+    cfg = plan.trials[0].cfg if plan.trials else None
+    if cfg is None or not cfg.tracking.enabled:
+        return None
+    from robustprec.tracking.mlflow_mirror import default_tracking_uri
+
+    return Tracker(plan, tracking_uri or cfg.tracking.uri or default_tracking_uri(), cfg.tracking.experiment)
 
 
 def _fit(plan: SweepPlan, pending: list[TrialSpec], resumed: bool) -> None:

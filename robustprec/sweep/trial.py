@@ -151,7 +151,8 @@ def ensure_ray(num_cpus: int | None = None, log_to_driver: bool = True) -> None:
         "runtime_env": {"env_vars": {k: os.environ[k] for k in RAY_ENV}},
     }
     try:
-        ray.init(include_dashboard=True, **kwargs)  # stopped trials leak placement groups without it (STACK.md)
+        # stopped trials leak placement groups without the dashboard (STACK.md)
+        ray.init(include_dashboard=True, **kwargs)
     except Exception as e:
         if "missing packages" not in str(e):
             raise

@@ -294,10 +294,12 @@ def train(
         if ckpt_now and reason is None:
             client = {"step": step, "monitor": monitor.state_dict(), "evals": evals, "restarts": restarts}
             tag_dir = ckpt_dir / f"step-{step:08d}"
+            if writer:  # the curve snapshot goes in first: DeepSpeed writes `latest` last
+                writer.flush()
+                tag_dir.mkdir(parents=True, exist_ok=True)
+                pq.write_table(read_parts(out), tag_dir / CURVE_FILE)
             engine.save_checkpoint(str(ckpt_dir), tag=tag_dir.name, client_state=client)
             if writer:
-                writer.flush()
-                pq.write_table(read_parts(out), tag_dir / CURVE_FILE)
                 _prune_checkpoints(ckpt_dir, cfg.train.keep_checkpoints)
         elif "eval_loss" in row and writer:
             writer.flush()

@@ -1,0 +1,181 @@
+"""MLflow mirror: parent/child runs from records, idempotent sync, unreachable server, a real `mlflow server`."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import warnings
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from robustprec.config import load_config
+from robustprec.sweep.plan import plan_sweep
+from robustprec.sweep.run import Tracker
+from robustprec.sweep.trial import run_trial
+from robustprec.tracking.mlflow_mirror import MAX_POINTS, downsample_steps, sync_sweep
+from tests.conftest import tiny_overrides
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory):
+    """A finished 2 x 2 sweep directory (trials run in-process; the mirror only reads records)."""
+    root = tmp_path_factory.mktemp("sweeps")
+    overrides = tiny_overrides(**{"train.steps": 20, "sweep.seeds": 2, "sweep.lrs": "[1e-3, 100.0]"})
+    plan = plan_sweep(load_config(None, overrides), name="m", root=root)
+    plan.write()
+    for spec in plan.trials:
+        run_trial(spec)
+    return plan
+
+
+def _client(uri):
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking_uri=uri)
+
+
+def _content(uri: str, parent_id: str) -> dict:
+    """Everything a user sees of a mirrored sweep, keyed by trial (run ids differ between stores)."""
+    c = _client(uri)
+    parent = c.get_run(parent_id)
+    children = c.search_runs([parent.info.experiment_id], f"tags.mlflow.parentRunId = '{parent_id}'")
+    out = {"parent_params": parent.data.params, "children": {}}
+    for r in children:
+        hist = {
+            k: [(m.step, m.value) for m in c.get_metric_history(r.info.run_id, k)]
+            for k in ("loss", "eval_loss")
+        }
+        out["children"][r.info.run_name] = {
+            "params": r.data.params,
+            "metrics": r.data.metrics,
+            "history": hist,
+            "artifacts": sorted(a.path for a in c.list_artifacts(r.info.run_id, "record")),
+        }
+    return out
+
+
+def test_downsample_keeps_ends_and_bounds_points():
+    assert downsample_steps(10) == list(range(10))
+    idx = downsample_steps(5000)
+    assert len(idx) <= MAX_POINTS and idx[0] == 0 and idx[-1] == 4999
+    assert idx == sorted(set(idx))
+    gaps = [b - a for a, b in itertools.pairwise(idx)]
+    assert max(gaps) - min(gaps) <= 1  # evenly spread
+
+
+def test_sync_mirrors_sweep_as_parent_and_children(sweep, tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    info = sync_sweep(sweep.root, uri)
+    assert info["logged"] == 4 and info["trials"] == 4
+    content = _content(uri, info["parent_run_id"])
+    assert sorted(content["children"]) == sorted(sweep.trial_ids)
+    assert json.loads(content["parent_params"]["sweep.axis.optim.lr"]) == [1e-3, 100.0]
+    for spec in sweep.trials:
+        child = content["children"][spec.trial_id]
+        summary = json.loads((Path(spec.out_dir) / "summary.json").read_text())
+        assert float(child["params"]["optim.lr"]) == spec.axes["optim.lr"]
+        assert child["params"]["axis.seed"] == str(spec.axes["seed"])
+        assert child["metrics"]["diverged"] == float(summary["status"] == "diverged")
+        if summary["final_eval_loss"] is not None:
+            assert child["metrics"]["final_eval_loss"] == pytest.approx(summary["final_eval_loss"], rel=1e-12)
+        curve = pq.read_table(Path(spec.out_dir) / "curve.parquet").to_pylist()
+        expected = [
+            (r["step"], r["loss"]) for r in curve if r["loss"] is not None and abs(r["loss"]) != float("inf")
+        ]
+        assert child["history"]["loss"] == expected
+        assert child["artifacts"] == ["record/config.yaml", "record/curve.parquet", "record/summary.json"]
+    statuses = {json.loads((Path(s.out_dir) / "summary.json").read_text())["status"] for s in sweep.trials}
+    assert statuses == {"converged", "diverged"}  # the grid has both outcomes
+
+    again = sync_sweep(sweep.root, uri)  # idempotent: same parent, no duplicate children
+    assert again["parent_run_id"] == info["parent_run_id"]
+    assert _content(uri, info["parent_run_id"]) == content
+
+
+def test_unreachable_server_then_sync_gives_same_content(sweep, tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{s.getsockname()[1]}"  # closed once the block ends
+    os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = "0"
+    try:
+        tracker = Tracker(sweep, dead, "robustprec")
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            tracker.start()
+            tracker.tick()
+        assert tracker.mirror is None and tracker.error
+        assert any("robustprec sync --sweep" in str(w.message) for w in caught)
+    finally:
+        os.environ.pop("MLFLOW_HTTP_REQUEST_MAX_RETRIES")
+    uninterrupted = f"sqlite:///{tmp_path / 'a.db'}"
+    replayed = f"sqlite:///{tmp_path / 'b.db'}"
+    a = sync_sweep(sweep.root, uninterrupted)
+    b = sync_sweep(sweep.root, replayed)
+    content_a, content_b = _content(uninterrupted, a["parent_run_id"]), _content(replayed, b["parent_run_id"])
+    assert content_a == content_b and len(content_a["children"]) == 4
+
+
+@pytest.mark.slow
+def test_real_mlflow_server_rest_api(sweep, tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
+         "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
+         "--artifacts-destination", str(tmp_path / "artifacts"), "--workers", "1"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 120
+        while True:
+            try:
+                urllib.request.urlopen(f"{base}/health", timeout=2)
+                break
+            except OSError:
+                assert server.poll() is None, server.stderr.read().decode()[-2000:] if server.stderr else ""
+                assert time.time() < deadline, "mlflow server did not come up"
+                time.sleep(1)
+        info = sync_sweep(sweep.root, base)
+
+        def post(path: str, body: dict) -> dict:
+            req = urllib.request.Request(
+                f"{base}/api/2.0/mlflow/{path}",
+                json.dumps(body).encode(),
+                {"Content-Type": "application/json"},
+            )
+            return json.loads(urllib.request.urlopen(req, timeout=30).read())
+
+        exp_id = json.loads(
+            urllib.request.urlopen(
+                f"{base}/api/2.0/mlflow/experiments/get-by-name?experiment_name=robustprec"
+            ).read()
+        )["experiment"]["experiment_id"]
+        runs = post(
+            "runs/search",
+            {"experiment_ids": [exp_id], "filter": f"tags.mlflow.parentRunId = '{info['parent_run_id']}'"},
+        )["runs"]
+        assert sorted(r["info"]["run_name"] for r in runs) == sorted(sweep.trial_ids)
+        for r in runs:
+            params = {p["key"]: p["value"] for p in r["data"]["params"]}
+            metrics = {m["key"] for m in r["data"]["metrics"]}
+            assert "optim.lr" in params and "numerics.backend" in params
+            assert {"loss", "diverged", "steps_completed"} <= metrics
+        parent = post("runs/search", {"experiment_ids": [exp_id], "filter": "tags.`robustprec.sweep` = 'm'"})[
+            "runs"
+        ]
+        assert [
+            p["info"]["run_id"] for p in parent if "mlflow.parentRunId" not in str(p["data"].get("tags"))
+        ] == [info["parent_run_id"]]
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
