@@ -6,6 +6,7 @@ Heavy imports (torch, ray, deepspeed, mlflow) happen inside commands, so `robust
 from __future__ import annotations
 
 import functools
+import json
 import shutil
 import sys
 import time
@@ -165,6 +166,32 @@ def sync(sweep_dir: str, tracking_uri: str | None) -> None:
         f"mlflow: parent run {info['parent_run_id']} in {info['tracking_uri']}: "
         f"{info['logged']}/{info['trials']} trials mirrored"
     )
+
+
+@main.command()
+@click.option(
+    "--run-id", required=True, help="MLflow parent run id of the sweep (printed by `robustprec sweep`)."
+)
+@click.option("--tracking-uri", help="MLflow tracking URI (default: MLFLOW_TRACKING_URI, else ./mlflow.db).")
+@click.option("--reference", default="bf16", show_default=True, help="Reference format of the verdicts.")
+@click.option("--out", type=click.Path(file_okay=False), help="Report folder (default: analysis/<run-id>).")
+@click.option("--format", "output", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@click.option("--no-log-back", is_flag=True, help="Do not attach the report to the parent run.")
+@_user_errors
+def analyze(
+    run_id: str, tracking_uri: str | None, reference: str, out: str | None, output: str, no_log_back: bool
+) -> None:
+    """Divergence rates, LR sensitivity, eta_c fits and verdicts of a sweep; plots and a report."""
+    from robustprec.analysis.report import run_analysis
+    from robustprec.cli_display import print_analysis
+
+    result = run_analysis(
+        run_id, tracking_uri=tracking_uri, reference=reference, out_dir=out, log_back=not no_log_back
+    )
+    if output == "json":
+        click.echo(json.dumps(result.data["formats"], indent=1, default=str))
+    else:
+        print_analysis(result)
 
 
 @main.command()

@@ -296,3 +296,31 @@ def print_sweep_footer(outcome: Any, console: Console | None = None) -> None:
     elif outcome.tracking.get("error"):
         console.print(f"MLflow was unreachable: robustprec sync --sweep {root}")
     console.print("re-run the same command to resume an interrupted sweep (finished trials are kept)")
+
+
+def print_analysis(result: Any, console: Console | None = None) -> None:
+    """Verdict per format with its evidence, then a compact table and where the report is."""
+    console = console or _out
+    data = result.data
+    console.print(f"sweep {data['sweep']}: {data['trials']} trials, reference {data['reference']}")
+    style = {"as_robust": "green", "less_robust": "red", "inconclusive": "yellow", "reference": "cyan"}
+    for label, r in data["formats"].items():
+        v = r["verdict"]
+        console.print(f"[{style.get(v['category'], '')}]{label}[/]: {v['words']}", soft_wrap=True)
+    table = Table(box=box.SIMPLE, show_edge=False, pad_edge=False)
+    for name in ("format", "verdict", "eta_c", "censored", "eta_stable", "S"):
+        table.add_column(name, no_wrap=True)
+    for label, r in data["formats"].items():
+        eta = r["eta_c"]
+        table.add_row(
+            label,
+            r["verdict"]["category"],
+            _fmt(eta.get("value")),
+            str(eta.get("censored") or "-"),
+            _fmt(r.get("eta_stable")),
+            _fmt(r["lr_sensitivity"].get("S")),
+        )
+    console.print(table)
+    console.print(f"report: {result.out_dir / 'report.html'} (and report.md, analysis.json, plots)")
+    if result.logged_to:
+        console.print(f"logged to MLflow parent run {result.logged_to} (artifacts/analysis)")

@@ -14,6 +14,8 @@ SHARED_DATA = REPO.parent / "shared" / "data"
 @pytest.fixture(scope="session", autouse=True)
 def _isolated_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
     os.environ["ROBUSTPREC_CACHE"] = str(tmp_path_factory.mktemp("cache"))
+    # sweeps mirror to MLflow: never into the repository's working directory
+    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}"
     os.environ.setdefault("DS_ACCELERATOR", "cpu")
 
 

@@ -108,6 +108,45 @@ def test_forced_divergence_grid_marks_diverged_trials(tmp_path):
     assert sorted(r["trial_id"] for r in table) == sorted(plan.trial_ids)
     assert seen and seen[-1]["counts"]["pending"] == 0 and seen[-1]["counts"]["running"] == 0
 
+    # end to end: the sweep was mirrored to MLflow as it ran; analyze it from there
+    parent = outcome.tracking["parent_run_id"]
+    assert parent and outcome.tracking["error"] is None
+    out = tmp_path / "report"
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "robustprec",
+            "analyze",
+            "--run-id",
+            parent,
+            "--out",
+            str(out),
+            "--format",
+            "json",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
+    assert res.returncode == 0, res.stderr[-3000:]
+    formats = json.loads(res.stdout)
+    assert set(formats) == {"fp32", "bf16"}
+    for r in formats.values():
+        assert set(r) == {"divergence", "lr_sensitivity", "eta_c", "eta_stable", "verdict"}
+        assert {float(lr): d["diverged"] for lr, d in r["divergence"].items()} == {3e-3: 0, 30.0: 1, 300.0: 1}
+        assert set(r["eta_c"]) >= {"value", "ci", "censored"}
+        assert r["eta_stable"] == 3e-3
+    for name in ("analysis.json", "report.md", "report.html", "divergence.png", "loss_vs_lr.png"):
+        assert (out / name).stat().st_size > 0, name
+    report = (out / "report.md").read_text()
+    assert report.index("## Verdicts") < report.index("## Plots") and "fp32" in report
+    assert "data:image/png;base64," in (out / "report.html").read_text()
+    from mlflow.tracking import MlflowClient
+
+    logged = {a.path for a in MlflowClient().list_artifacts(parent, "analysis")}
+    assert {"analysis/report.html", "analysis/report.md", "analysis/analysis.json"} <= logged
+
 
 @pytest.mark.slow
 def test_killed_driver_resumes_without_rerunning_finished_trials(tmp_path):

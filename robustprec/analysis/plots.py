@@ -1,0 +1,247 @@
+"""Plots of a sweep (matplotlib, Agg, PNG): divergence heatmap with η_c, final loss vs LR with seed bands, loss
+curves per cell, sharpness / overflow telemetry, and η_c against format bits with the fitted curve.
+
+Inputs are the trial rows (`format`, `lr`, `seed`, `status`, `final_eval_loss`, `out_dir`) and the per-format
+analysis dict that `analyze_frame` returns; every function returns the path it wrote, or None when there is
+nothing to draw.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+DPI = 120
+
+
+def _plt() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _formats(rows: Sequence[dict[str, Any]]) -> list[str]:
+    return list(dict.fromkeys(str(r["format"]) for r in rows))
+
+
+def _lrs(rows: Sequence[dict[str, Any]]) -> list[float]:
+    return sorted({float(r["lr"]) for r in rows})
+
+
+def _eta_c(info: dict[str, Any] | None) -> float | None:
+    """A fitted η_c; None when censored (then `value` is only the bounding LR, not an estimate)."""
+    eta = (info or {}).get("eta_c") or {}
+    if eta.get("censored"):
+        return None
+    value = eta.get("value")
+    return float(value) if isinstance(value, int | float) and math.isfinite(value) else None
+
+
+def divergence_heatmap(rows: Sequence[dict[str, Any]], analysis: dict[str, Any], path: Path) -> Path | None:
+    """Divergence rate per (format, LR) cell, annotated k/n, with each format's η_c as a marker."""
+    formats, lrs = _formats(rows), _lrs(rows)
+    if not formats or not lrs:
+        return None
+    plt = _plt()
+    rate = np.full((len(formats), len(lrs)), np.nan)
+    text: dict[tuple[int, int], str] = {}
+    for i, f in enumerate(formats):
+        for j, lr in enumerate(lrs):
+            cell = [r for r in rows if r["format"] == f and float(r["lr"]) == lr and r["status"] != "error"]
+            if cell:
+                k = sum(r["status"] == "diverged" for r in cell)
+                rate[i, j] = k / len(cell)
+                text[i, j] = f"{k}/{len(cell)}"
+    fig, ax = plt.subplots(figsize=(1.1 * len(lrs) + 3, 0.55 * len(formats) + 1.8))
+    im = ax.imshow(rate, cmap="RdYlGn_r", vmin=0, vmax=1, aspect="auto")
+    for (i, j), t in text.items():
+        ax.text(j, i, t, ha="center", va="center", fontsize=8, color="black")
+    log_lrs = np.log10(lrs)
+    for i, f in enumerate(formats):
+        eta = _eta_c(analysis.get(f))
+        if eta is not None and len(lrs) > 1:
+            x = float(np.interp(math.log10(eta), log_lrs, np.arange(len(lrs))))
+            ax.plot([x, x], [i - 0.45, i + 0.45], color="black", lw=2)
+    ax.set_xticks(range(len(lrs)), [f"{lr:.0e}" for lr in lrs], rotation=45, ha="right")
+    ax.set_yticks(range(len(formats)), formats)
+    ax.set_xlabel("peak learning rate")
+    ax.set_title("divergence rate (diverged/seeds); bar = fitted η_c")
+    fig.colorbar(im, ax=ax, fraction=0.04, label="divergence rate")
+    return _save(fig, path)
+
+
+def loss_vs_lr(rows: Sequence[dict[str, Any]], l0: float | None, path: Path) -> Path | None:
+    """Final eval loss against LR per format: seed mean with a min–max band; a diverged trial counts as ℓ0."""
+    formats = _formats(rows)
+    if not formats:
+        return None
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for f in formats:
+        by_lr: dict[float, list[float]] = defaultdict(list)
+        for r in rows:
+            if r["format"] != f or r["status"] == "error":
+                continue
+            loss = r.get("final_eval_loss")
+            if r["status"] == "diverged" or loss is None or not math.isfinite(float(loss)):
+                loss = l0
+            if loss is not None:
+                by_lr[float(r["lr"])].append(float(loss))
+        if not by_lr:
+            continue
+        xs = sorted(by_lr)
+        mean = [float(np.mean(by_lr[x])) for x in xs]
+        (line,) = ax.plot(xs, mean, marker="o", label=f)
+        ax.fill_between(
+            xs, [min(by_lr[x]) for x in xs], [max(by_lr[x]) for x in xs], alpha=0.2, color=line.get_color()
+        )
+    if l0 is not None:
+        ax.axhline(l0, color="grey", ls=":", lw=1, label="ℓ0 (diverged)")
+    ax.set_xscale("log")
+    ax.set_xlabel("peak learning rate")
+    ax.set_ylabel("final eval loss")
+    ax.set_title("final loss vs learning rate (band: seed min–max)")
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def _curve(run_dir: str, columns: Sequence[str]) -> dict[str, np.ndarray] | None:
+    import pyarrow.parquet as pq
+
+    p = Path(run_dir) / "curve.parquet"
+    if not p.exists():
+        return None
+    table = pq.read_table(p)
+    names = [c for c in ("step", *columns) if c in table.column_names]
+    return {c: np.array(table.column(c).to_pylist(), dtype=float) for c in names}
+
+
+def loss_curves(rows: Sequence[dict[str, Any]], path: Path, max_lrs: int = 8) -> Path | None:
+    """Train-loss curves per (format, LR) cell, one line per seed (diverged seeds dashed)."""
+    formats, lrs = _formats(rows), _lrs(rows)
+    if not formats:
+        return None
+    if len(lrs) > max_lrs:
+        lrs = [lrs[round(i)] for i in np.linspace(0, len(lrs) - 1, max_lrs)]
+    plt = _plt()
+    fig, axes = plt.subplots(
+        len(formats), len(lrs), figsize=(2.2 * len(lrs) + 1, 1.7 * len(formats) + 1), sharex=True, sharey=True,
+        squeeze=False,
+    )  # fmt: skip
+    cmap = plt.get_cmap("viridis")
+    seeds = sorted({r["seed"] for r in rows}, key=str)
+    for i, f in enumerate(formats):
+        for j, lr in enumerate(lrs):
+            ax = axes[i][j]
+            for r in rows:
+                if r["format"] != f or float(r["lr"]) != lr or not r.get("out_dir"):
+                    continue
+                c = _curve(r["out_dir"], ["loss"])
+                if c is None or "loss" not in c:
+                    continue
+                color = cmap(seeds.index(r["seed"]) / max(len(seeds) - 1, 1))
+                ls = "--" if r["status"] == "diverged" else "-"
+                ax.plot(c["step"], np.clip(c["loss"], 0, 20), color=color, lw=0.8, ls=ls)
+            if i == 0:
+                ax.set_title(f"lr {lr:.0e}", fontsize=8)
+            if j == 0:
+                ax.set_ylabel(f, fontsize=8)
+            ax.tick_params(labelsize=6)
+    fig.suptitle("train loss per cell, coloured by seed (dashed: diverged)", fontsize=9)
+    return _save(fig, path)
+
+
+def telemetry(rows: Sequence[dict[str, Any]], path: Path) -> Path | None:
+    """Sharpness and (for simulated formats) overflow/underflow fractions against step, seed-averaged at each
+    format's largest LR where a seed converged."""
+    formats = _formats(rows)
+    plt = _plt()
+    fig, (ax_s, ax_o) = plt.subplots(1, 2, figsize=(11, 4))
+    drew = False
+    for f in formats:
+        ok = [r for r in rows if r["format"] == f and r["status"] == "converged"]
+        if not ok:
+            continue
+        lr = max(float(r["lr"]) for r in ok)
+        cell = [r for r in rows if r["format"] == f and float(r["lr"]) == lr and r.get("out_dir")]
+        curves = [
+            c
+            for r in cell
+            if (c := _curve(r["out_dir"], ["sharpness", "act_overflow_frac", "grad_underflow_frac"]))
+        ]
+        if not curves:
+            continue
+        c = curves[0]
+        if "sharpness" in c:
+            mask = np.isfinite(c["sharpness"])
+            (line,) = ax_s.plot(c["step"][mask], c["sharpness"][mask], marker=".", label=f"{f} (lr {lr:.0e})")
+            drew = True
+            for key, ls in (("act_overflow_frac", "-"), ("grad_underflow_frac", ":")):
+                if key in c:
+                    ax_o.plot(c["step"], c[key], ls=ls, color=line.get_color(), label=f"{f} {key.split('_')[0]} "
+                              f"{key.split('_')[1]}")  # fmt: skip
+    if not drew:
+        plt.close(fig)
+        return None
+    ax_s.set_xlabel("step")
+    ax_s.set_ylabel("logit ε-sharpness φ")
+    ax_s.set_title("sharpness (first seed)")
+    ax_s.legend(fontsize=7)
+    ax_o.set_xlabel("step")
+    ax_o.set_ylabel("fraction of quantized elements")
+    ax_o.set_title("simulated formats: act overflow (—), grad underflow (··)")
+    if ax_o.lines:
+        ax_o.set_yscale("symlog", linthresh=1e-6)
+        ax_o.legend(fontsize=6)
+    return _save(fig, path)
+
+
+def boundary(
+    points: Sequence[dict[str, Any]], fit: dict[str, Any] | None, xlabel: str, path: Path
+) -> Path | None:
+    """η_c (with CI; censored as open markers) against bits, with the fitted curve when there is one.
+
+    `points`: dicts with `x`, `value`, `ci` (pair or None), `censored` (None/"above"/"below"), `label`."""
+    pts = [p for p in points if p.get("value") is not None]
+    if not pts:
+        return None
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for p in pts:
+        x, y = float(p["x"]), float(p["value"])
+        ci = p.get("ci")
+        censored = p.get("censored")
+        if ci and all(v is not None for v in ci) and not censored:
+            ax.errorbar([x], [y], yerr=[[y - ci[0]], [ci[1] - y]], fmt="o", color="C0", capsize=3)
+        else:
+            marker = "^" if censored == "above" else "v" if censored == "below" else "o"
+            ax.plot([x], [y], marker=marker, mfc="none", color="C0", ms=8)
+        ax.annotate(str(p.get("label", "")), (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
+    if fit and fit.get("curve"):
+        xs = [c[0] for c in fit["curve"]]
+        ys = [c[1] for c in fit["curve"]]
+        ax.plot(xs, ys, color="C1", label=fit.get("label", "fit"))
+        ax.legend(fontsize=8)
+    ax.set_yscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("critical LR η_c")
+    ax.set_title(f"stability boundary: η_c vs {xlabel} (▲ censored above, ▼ below)")
+    return _save(fig, path)
+
+
+def _save(fig: Any, path: Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=DPI)
+    plt.close(fig)
+    return path

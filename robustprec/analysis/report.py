@@ -1,0 +1,224 @@
+"""`robustprec analyze`: load a sweep from MLflow, compute METHODS §4–§5, draw the plots, write `analysis.json`,
+`report.md` and a standalone `report.html` (images inline), and log them back to the sweep's parent run."""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import math
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from robustprec.analysis import plots
+from robustprec.analysis.analyze import Analysis, analyze, boundary_curves
+from robustprec.analysis.frame import Frame, attach_curve_summaries, attach_summaries
+from robustprec.analysis.load import LoadedSweep, load_sweep
+
+ANALYSIS_FILE, REPORT_MD, REPORT_HTML = "analysis.json", "report.md", "report.html"
+
+
+@dataclass
+class AnalysisResult:
+    """What `run_analysis` produced: the JSON document, the report files and the images."""
+
+    data: dict[str, Any]
+    out_dir: Path
+    files: list[Path]
+    logged_to: str | None
+
+
+def _num(v: Any, fmt: str = ".3g") -> str:
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+        return "–"
+    return format(v, fmt) if isinstance(v, int | float) else str(v)
+
+
+def _eta_text(eta: dict[str, Any]) -> str:
+    value, ci, censored = eta.get("value"), eta.get("ci") or [None, None], eta.get("censored")
+    if censored == "above":
+        return f"> {_num(value)} (no divergence up to the largest LR)"
+    if censored == "below":
+        return f"< {_num(value)} (diverged at the smallest LR)"
+    return f"{_num(value)} [{_num(ci[0])}, {_num(ci[1])}]"
+
+
+def analyze_sweep(loaded: LoadedSweep, reference: str = "bf16") -> tuple[Analysis, dict[str, Any], Frame]:
+    """Metrics, boundary fits and verdicts of a loaded sweep (the JSON document and the typed analysis)."""
+    frame = Frame.from_rows(loaded.rows)
+    frame = attach_curve_summaries(attach_summaries(frame))
+    analysis = analyze(frame, reference)
+    params: dict[str, float] = {}
+    if "params" in frame:
+        for model, p in zip(frame["model"], frame["params"], strict=True):
+            if isinstance(p, int | float) and math.isfinite(p):
+                params[str(model)] = float(p)
+    curves = boundary_curves(analysis, params)
+    data = {
+        "sweep": loaded.name,
+        "parent_run_id": loaded.parent_run_id,
+        "tracking_uri": loaded.tracking_uri,
+        "reference": reference,
+        "trials": len(loaded.rows),
+        "formats": analysis.to_dict(),
+        "boundary": {k: fit.to_dict() for k, fit in curves.items()},
+    }
+    return analysis, data, frame
+
+
+def _plots(frame: Frame, data: dict[str, Any], out: Path) -> list[tuple[str, Path]]:
+    rows = [r for r in frame.to_rows() if r["status"] in ("converged", "diverged", "unstable")]
+    l0_values = [r["initial_loss"] for r in rows if isinstance(r.get("initial_loss"), float)]
+    l0 = sorted(l0_values)[len(l0_values) // 2] if l0_values else None
+    made: list[tuple[str, Path | None]] = [
+        ("Divergence rate per format and learning rate", plots.divergence_heatmap(rows, data["formats"], out / "divergence.png")),
+        ("Final loss against learning rate", plots.loss_vs_lr(rows, l0, out / "loss_vs_lr.png")),
+        ("Loss curves per cell", plots.loss_curves(rows, out / "curves.png")),
+        ("Sharpness and numerics telemetry", plots.telemetry(rows, out / "telemetry.png")),
+    ]  # fmt: skip
+    for key, fit in data["boundary"].items():
+        points = []
+        for x, eta, label in zip(fit["x"], fit["eta_c"], fit["labels"], strict=True):
+            points.append({"x": x, "value": eta, "ci": None, "censored": None, "label": label})
+        curve = None
+        if fit.get("slope") is not None and fit.get("intercept") is not None and fit["x"]:
+            lo, hi = min(fit["x"]), max(fit["x"])
+            xs = [lo + (hi - lo) * i / 50 for i in range(51)]
+            curve = {
+                "curve": [(x, math.exp(fit["intercept"] + fit["slope"] * x)) for x in xs],
+                "label": "fit",
+            }
+        safe = re.sub(r"[^A-Za-z0-9_=.-]+", "_", key)
+        made.append(
+            (
+                f"Stability boundary: {key}",
+                plots.boundary(points, curve, fit["x_name"], out / f"boundary_{safe}.png"),
+            )
+        )
+    return [(title, p) for title, p in made if p is not None]
+
+
+def render_markdown(data: dict[str, Any], images: list[tuple[str, Path]]) -> str:
+    """The report: verdict lines first (in words, with their evidence), then tables and plots."""
+    lines = [f"# robustprec analysis: sweep {data['sweep']}", ""]
+    lines.append(
+        f"Reference format: **{data['reference']}**; {data['trials']} trials; parent run `{data['parent_run_id']}`."
+    )
+    lines.append("")
+    lines.append("## Verdicts")
+    lines.append("")
+    for label, r in data["formats"].items():
+        lines.append(f"- **{label}**: {r['verdict']['words']}")
+    lines += ["", "## Stability per format", ""]
+    lines.append("| format | verdict | η_c (95% CI) | η_stable | S | S vs reference |")
+    lines.append("|---|---|---|---|---|---|")
+    for label, r in data["formats"].items():
+        s = r["lr_sensitivity"]
+        lines.append(
+            f"| {label} | {r['verdict']['category']} | {_eta_text(r['eta_c'])} | {_num(r['eta_stable'])} | "
+            f"{_num(s.get('S'), '.4f')} | {_num(s.get('S_vs_ref'), '.4f')} |"
+        )
+    lrs = sorted({float(lr) for r in data["formats"].values() for lr in r["divergence"]})
+    lines += ["", "## Divergences per learning rate (diverged/seeds)", ""]
+    lines.append("| format | " + " | ".join(f"{lr:.0e}" for lr in lrs) + " |")
+    lines.append("|---|" + "---|" * len(lrs))
+    for label, r in data["formats"].items():
+        by = {float(k): v for k, v in r["divergence"].items()}
+        cells = [f"{by[lr]['diverged']}/{by[lr]['seeds']}" if lr in by else "" for lr in lrs]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    if data["boundary"]:
+        lines += ["", "## Boundary fits (ln η_c = a + b·x)", ""]
+        lines.append("| curve | points | slope b (95% CI) | trend | left out |")
+        lines.append("|---|---|---|---|---|")
+        for key, fit in data["boundary"].items():
+            ci = fit.get("slope_ci") or [None, None]
+            lines.append(
+                f"| {key} | {fit['n'] if 'n' in fit else len(fit['x'])} | {_num(fit.get('slope'))} "
+                f"[{_num(ci[0])}, {_num(ci[1])}] | {fit.get('monotone') or '–'} | "
+                f"{', '.join(fit.get('excluded', {})) or '–'} |"
+            )
+    lines += ["", "## Plots", ""]
+    for title, path in images:
+        lines += [f"### {title}", "", f"![{title}]({path.name})", ""]
+    lines += ["Definitions: docs/methods.md (METHODS §4–§5).", ""]
+    return "\n".join(lines)
+
+
+def render_html(markdown: str, out: Path) -> str:
+    """A standalone HTML page from the report's markdown subset (headings, lists, tables, images inline)."""
+
+    def inline(text: str) -> str:
+        text = html.escape(text)
+        text = re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", text)
+        return re.sub(r"`(.+?)`", r"<code>\1</code>", text)
+
+    body: list[str] = []
+    table: list[list[str]] = []
+    for line in [*markdown.splitlines(), ""]:
+        if line.startswith("|"):
+            cells = [c.strip() for c in line.strip("|").split("|")]
+            if not all(set(c) <= {"-"} for c in cells):
+                table.append(cells)
+            continue
+        if table:
+            head, *rest = table
+            body.append(
+                "<table><tr>" + "".join(f"<th>{inline(c)}</th>" for c in head) + "</tr>"
+                + "".join("<tr>" + "".join(f"<td>{inline(c)}</td>" for c in row) + "</tr>" for row in rest)
+                + "</table>"
+            )  # fmt: skip
+            table = []
+        if m := re.match(r"!\[(.*)\]\((.+)\)", line):
+            data = base64.b64encode((out / m.group(2)).read_bytes()).decode()
+            body.append(f'<img alt="{html.escape(m.group(1))}" src="data:image/png;base64,{data}">')
+        elif line.startswith("#"):
+            level = len(line) - len(line.lstrip("#"))
+            body.append(f"<h{level}>{inline(line.lstrip('#').strip())}</h{level}>")
+        elif line.startswith("- "):
+            body.append(f"<li>{inline(line[2:])}</li>")
+        elif line.strip():
+            body.append(f"<p>{inline(line)}</p>")
+    style = (
+        "body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}"
+        "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 8px;font-size:90%}"
+        "img{max-width:100%}code{background:#f4f4f4}"
+    )
+    return f"<!doctype html><html><head><meta charset='utf-8'><title>robustprec analysis</title><style>{style}</style></head><body>{''.join(body)}</body></html>"
+
+
+def run_analysis(
+    run_id: str,
+    *,
+    tracking_uri: str | None = None,
+    reference: str = "bf16",
+    out_dir: str | Path | None = None,
+    log_back: bool = True,
+) -> AnalysisResult:
+    """Analyze the sweep whose MLflow parent run is `run_id`; write the report into `out_dir`
+    (default `analysis/<run_id>`) and, with `log_back`, attach it to the parent run."""
+    loaded = load_sweep(run_id, tracking_uri)
+    _, data, frame = analyze_sweep(loaded, reference)
+    out = Path(out_dir or Path("analysis") / run_id)
+    out.mkdir(parents=True, exist_ok=True)
+    images = _plots(frame, data, out)
+    (out / ANALYSIS_FILE).write_text(json.dumps(data, indent=1, default=str) + "\n")
+    markdown = render_markdown(data, images)
+    (out / REPORT_MD).write_text(markdown)
+    (out / REPORT_HTML).write_text(render_html(markdown, out))
+    files = [out / ANALYSIS_FILE, out / REPORT_MD, out / REPORT_HTML, *(p for _, p in images)]
+    logged = None
+    if log_back:
+        from mlflow.entities import RunTag
+        from mlflow.tracking import MlflowClient
+
+        client = MlflowClient(tracking_uri=loaded.tracking_uri)
+        for f in files:
+            client.log_artifact(run_id, str(f), artifact_path="analysis")
+        note = (
+            markdown if len(markdown) < 5000 else markdown[:5000] + "\n\n(truncated: see analysis/report.md)"
+        )
+        client.log_batch(run_id, tags=[RunTag("mlflow.note.content", note)])
+        logged = run_id
+    return AnalysisResult(data, out, files, logged)

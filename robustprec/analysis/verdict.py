@@ -1,0 +1,295 @@
+"""Verdict of one format against the reference (METHODS §5): four pieces of evidence, and the rule that a format is
+*as robust as the reference* only if none of them says otherwise.
+
+1. Fisher's exact test on divergence counts at each η where the reference converged in every seed
+   (`fisher_by_lr`). **(robustprec choice)** one-sided (`alternative="greater"`: the format diverges more), and a
+   Holm correction over the tested η (the rule "any η says otherwise" is a family of tests).
+2. Wilcoxon signed-rank test on the paired final losses ℓ(f,η,s) − ℓ(ref,η,s) over the (η, seed) pairs both ran
+   (`paired_wilcoxon`; a diverged trial takes ℓ0, so two diverged trials tie and drop out). One-sided, greater.
+3. η_c(f)/η_c(ref) with a CI from the two bootstrap distributions (`eta_c_ratio`); it says otherwise when the
+   ratio is below 1 with confidence (CI upper end < 1, or a censored bound "below r" with r ≤ 1).
+4. ΔS = S(f) − S(ref), both against their own ℓ*, on the shared LRs and seeds, with a paired bootstrap over seeds
+   (`delta_s`); it says otherwise when the CI lower end exceeds `tol` (default 0).
+
+Categories: `reference` (the reference itself), `less_robust` (some evidence says otherwise), `as_robust` (none
+does, and at least one could be evaluated), `inconclusive` (none could be evaluated).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from scipy import stats
+
+from robustprec.analysis.boundary import EtaC
+from robustprec.analysis.metrics import DivergenceRate, sensitivity
+
+__all__ = [
+    "CATEGORIES",
+    "Verdict",
+    "delta_s",
+    "eta_c_ratio",
+    "fisher_by_lr",
+    "holm",
+    "judge",
+    "paired_wilcoxon",
+]
+
+CATEGORIES = ("reference", "as_robust", "less_robust", "inconclusive")
+
+
+def holm(p: list[float]) -> list[float]:
+    """Holm step-down adjusted p-values (same order as `p`)."""
+    m = len(p)
+    order = sorted(range(m), key=lambda i: p[i])
+    adj = [0.0] * m
+    running = 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * p[i]))
+        adj[i] = running
+    return adj
+
+
+def fisher_by_lr(
+    fmt: Mapping[float, DivergenceRate],
+    ref: Mapping[float, DivergenceRate],
+    *,
+    alpha: float = 0.05,
+    alternative: str = "greater",
+    correction: str = "holm",
+) -> dict[str, Any]:
+    """Fisher's exact test of [[div_f, conv_f], [div_ref, conv_ref]] at each shared η where the reference
+    converged in every seed. `correction`: "holm" or "none"."""
+    tests: list[dict[str, Any]] = []
+    for lr in sorted(set(fmt) & set(ref)):
+        f, r = fmt[lr], ref[lr]
+        if r.diverged or not r.seeds or not f.seeds:
+            continue
+        table = [[f.diverged, f.seeds - f.diverged], [r.diverged, r.seeds - r.diverged]]
+        res = stats.fisher_exact(table, alternative=alternative)
+        tests.append({"lr": lr, "table": table, "odds_ratio": float(res.statistic), "p": float(res.pvalue)})
+    if correction not in ("holm", "none"):
+        raise ValueError(f"correction must be holm or none, got {correction!r}")
+    adj = holm([t["p"] for t in tests]) if correction == "holm" else [t["p"] for t in tests]
+    for t, a in zip(tests, adj, strict=True):
+        t["p_adj"] = a
+        t["says_otherwise"] = a < alpha
+    return {
+        "tests": tests,
+        "alternative": alternative,
+        "correction": correction,
+        "testable": bool(tests),
+        "says_otherwise": any(t["says_otherwise"] for t in tests),
+    }
+
+
+def paired_wilcoxon(
+    fmt: Mapping[Any, float],
+    ref: Mapping[Any, float],
+    *,
+    alpha: float = 0.05,
+    alternative: str = "greater",
+) -> dict[str, Any]:
+    """Wilcoxon signed-rank test on d = ℓ_f − ℓ_ref over the keys (η, seed) both have (finite values only).
+    Zero differences (e.g. both diverged, both at ℓ0) are dropped, Wilcoxon's own treatment of zeros."""
+    keys = sorted(k for k in set(fmt) & set(ref) if math.isfinite(fmt[k]) and math.isfinite(ref[k]))
+    d = np.array([fmt[k] - ref[k] for k in keys], dtype=np.float64)
+    out: dict[str, Any] = {
+        "n_pairs": len(d),
+        "n_nonzero": int(np.count_nonzero(d)),
+        "mean_diff": float(np.mean(d)) if len(d) else None,
+        "median_diff": float(np.median(d)) if len(d) else None,
+        "statistic": None,
+        "p": None,
+        "alternative": alternative,
+        "testable": False,
+        "says_otherwise": False,
+    }
+    if out["n_nonzero"] == 0:
+        return out
+    # zeros dropped first (identical to zero_method="wilcox"), so that scipy's "auto" picks the exact null
+    # distribution rather than a slow permutation test (n <= 13) or the normal approximation (n <= 50)
+    res = stats.wilcoxon(d[d != 0], alternative=alternative)
+    out.update(statistic=float(res.statistic), p=float(res.pvalue), testable=True)
+    out["says_otherwise"] = out["p"] < alpha
+    return out
+
+
+def _clip_boot(e: EtaC) -> np.ndarray:
+    """Bootstrap ln η_c with values beyond the tested LRs made infinite (open, as the CI's ends)."""
+    b = e.boot.astype(np.float64).copy()
+    if e.lr_min is not None and e.lr_max is not None:
+        b[b > math.log(e.lr_max) + 1e-9] = np.inf
+        b[b < math.log(e.lr_min) - 1e-9] = -np.inf
+    return b
+
+
+def eta_c_ratio(fmt: EtaC, ref: EtaC, *, level: float = 0.95) -> dict[str, Any]:
+    """η_c(f)/η_c(ref): value, CI and censoring ("above": the ratio is above value; "below": below it), and
+    whether it says otherwise (the ratio is below 1 with confidence). Undetermined (value None) when the
+    censoring directions conflict or an η_c is missing."""
+    out: dict[str, Any] = {"value": None, "ci": [None, None], "censored": None, "testable": False}
+    out["says_otherwise"] = False
+    if fmt.value is None or ref.value is None:
+        return out
+    ratio = fmt.value / ref.value
+    flip = {"above": "below", "below": "above", None: None}
+    dirs = {d for d in (fmt.censored, flip[ref.censored]) if d}
+    if len(dirs) > 1:
+        return out
+    if dirs:
+        (d,) = dirs
+        ci = [ratio, None] if d == "above" else [None, ratio]
+        out.update(value=ratio, ci=ci, censored=d, testable=True, says_otherwise=d == "below" and ratio <= 1)
+        return out
+    out.update(value=ratio, testable=True)
+    n = min(len(fmt.boot), len(ref.boot))
+    if n:
+        diff = _clip_boot(fmt)[:n] - _clip_boot(ref)[:n]
+        diff = diff[~np.isnan(diff)]
+        if len(diff) >= 0.5 * n:
+            alpha = 1.0 - level
+            lo, hi = np.quantile(diff, [alpha / 2, 1 - alpha / 2], method="inverted_cdf")
+            out["ci"] = [
+                math.exp(lo) if math.isfinite(lo) else None,
+                math.exp(hi) if math.isfinite(hi) else None,
+            ]
+    hi = out["ci"][1]
+    out["says_otherwise"] = hi is not None and hi < 1
+    return out
+
+
+def _matrix(table: Mapping[tuple[float, int], float], lrs: list[float], seeds: list[Any]) -> np.ndarray:
+    m = np.full((len(seeds), len(lrs)), np.nan)
+    for i, s in enumerate(seeds):
+        for j, lr in enumerate(lrs):
+            m[i, j] = table.get((lr, s), np.nan)
+    return m
+
+
+def delta_s(
+    fmt: Mapping[tuple[float, int], float],
+    ref: Mapping[tuple[float, int], float],
+    l0: float,
+    *,
+    level: float = 0.95,
+    n_boot: int = 1000,
+    tol: float = 0.0,
+    rng: np.random.Generator | int | None = 0,
+) -> dict[str, Any]:
+    """ΔS = S(f) − S(ref) over the shared LRs and seeds (tables map (η, seed) → ℓ, diverged → ℓ0), with a paired
+    percentile bootstrap over seeds (deviations scaled by the few-cluster factor of `boundary.fit_eta_c`)."""
+    lrs = sorted({k[0] for k in fmt} & {k[0] for k in ref})
+    seeds = sorted({k[1] for k in fmt} & {k[1] for k in ref}, key=str)
+    out: dict[str, Any] = {
+        "value": None,
+        "ci": [None, None],
+        "tol": tol,
+        "lrs": len(lrs),
+        "seeds": len(seeds),
+    }
+    out.update(testable=False, says_otherwise=False)
+    if not lrs or not seeds or not math.isfinite(l0):
+        return out
+    mf, mr = _matrix(fmt, lrs, seeds), _matrix(ref, lrs, seeds)
+    with warnings.catch_warnings():  # an LR a resample has no value at gives a NaN S, dropped below
+        warnings.simplefilter("ignore", RuntimeWarning)
+        point = float(sensitivity(np.nanmean(mf, 0), l0) - sensitivity(np.nanmean(mr, 0), l0))
+        if not math.isfinite(point):
+            return out
+        out["value"] = point
+        g = len(seeds)
+        if g < 2:
+            return out
+        rng = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
+        idx = rng.integers(0, g, size=(n_boot, g))
+        boot = sensitivity(np.nanmean(mf[idx], 1), l0) - sensitivity(np.nanmean(mr[idx], 1), l0)
+    boot = boot[np.isfinite(boot)]
+    if len(boot) < 0.5 * n_boot:
+        return out
+    alpha = 1.0 - level
+    c = math.sqrt(g / (g - 1)) * stats.t.ppf(1 - alpha / 2, g - 1) / stats.norm.ppf(1 - alpha / 2)
+    lo, hi = np.quantile(point + c * (boot - point), [alpha / 2, 1 - alpha / 2], method="inverted_cdf")
+    out.update(ci=[float(lo), float(hi)], testable=True, says_otherwise=bool(lo > tol))
+    return out
+
+
+@dataclass
+class Verdict:
+    """A format's verdict against the reference, in a category and in words, with its evidence."""
+
+    format: str
+    reference: str
+    category: str
+    words: str
+    evidence: dict[str, Any] = field(default_factory=dict)
+    alpha: float = 0.05
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "category": self.category,
+            "words": self.words,
+            "reference": self.reference,
+            "alpha": self.alpha,
+            "evidence": self.evidence,
+        }
+
+
+def _g(v: float | None) -> str:
+    return "?" if v is None else f"{v:.3g}"
+
+
+def _ci(ci: list[float | None]) -> str:
+    lo, hi = ci
+    return f"[{'-inf' if lo is None else f'{lo:.3g}'}, {'inf' if hi is None else f'{hi:.3g}'}]"
+
+
+def judge(
+    fmt: str, reference: str, evidence: Mapping[str, Mapping[str, Any]], alpha: float = 0.05
+) -> Verdict:
+    """Category and words from the four pieces of evidence (keys fisher, wilcoxon, eta_c_ratio, delta_S)."""
+    ev = dict(evidence)
+    reasons, checked = [], []
+    fi = ev.get("fisher", {})
+    if fi.get("testable"):
+        bad = [t for t in fi["tests"] if t["says_otherwise"]]
+        checked.append(f"Fisher at {len(fi['tests'])} LR(s)")
+        for t in bad:
+            (d_f, c_f), (d_r, c_r) = t["table"]
+            reasons.append(
+                f"diverges more often at lr={t['lr']:.3g} ({d_f}/{d_f + c_f} vs {d_r}/{d_r + c_r}, "
+                f"Fisher p_adj={t['p_adj']:.3g})"
+            )
+    wi = ev.get("wilcoxon", {})
+    if wi.get("testable"):
+        checked.append(f"Wilcoxon p={wi['p']:.3g} over {wi['n_pairs']} pairs")
+        if wi["says_otherwise"]:
+            reasons.append(
+                f"higher final loss on paired seeds (mean diff {_g(wi['mean_diff'])}, "
+                f"Wilcoxon p={wi['p']:.3g}, n={wi['n_pairs']})"
+            )
+    ra = ev.get("eta_c_ratio", {})
+    if ra.get("testable"):
+        bound = {"above": "> ", "below": "< "}.get(ra["censored"], "")
+        shown = f"{bound}{_g(ra['value'])} {_ci(ra['ci'])}"
+        checked.append(f"eta_c ratio {shown}")
+        if ra["says_otherwise"]:
+            reasons.append(f"lower critical LR (eta_c ratio {shown})")
+    ds = ev.get("delta_S", {})
+    if ds.get("testable"):
+        checked.append(f"dS {_g(ds['value'])} {_ci(ds['ci'])}")
+        if ds["says_otherwise"]:
+            reasons.append(f"more LR-sensitive (dS {_g(ds['value'])} {_ci(ds['ci'])})")
+    if reasons:
+        cat, words = "less_robust", f"{fmt} is less robust than {reference}: " + "; ".join(reasons)
+    elif checked:
+        cat = "as_robust"
+        words = f"{fmt} is as robust as {reference}: no test says otherwise (" + "; ".join(checked) + ")"
+    else:
+        cat, words = "inconclusive", f"{fmt} vs {reference}: inconclusive, no comparison could be made"
+    return Verdict(fmt, reference, cat, words, ev, alpha)
