@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -15,6 +16,7 @@ import pytest
 from robustprec.config import load_config
 from robustprec.sweep.plan import plan_sweep
 from robustprec.sweep.run import result_rows, run_sweep, status_counts
+from robustprec.tracking.mlflow_mirror import sync_sweep
 from tests.conftest import REPO, tiny_overrides
 
 SMALL = {
@@ -146,6 +148,37 @@ def test_forced_divergence_grid_marks_diverged_trials(tmp_path):
 
     logged = {a.path for a in MlflowClient().list_artifacts(parent, "analysis")}
     assert {"analysis/report.html", "analysis/report.md", "analysis/analysis.json"} <= logged
+
+    # a later `robustprec sync` into another store gives the same content as the live mirror
+    from tests.test_mlflow import _content
+
+    replay_uri = f"sqlite:///{tmp_path / 'replay.db'}"
+    replay = sync_sweep(plan.root, replay_uri)
+    live, replayed = (
+        _content(os.environ["MLFLOW_TRACKING_URI"], parent),
+        _content(replay_uri, replay["parent_run_id"]),
+    )
+    assert replayed["children"] == live["children"] and len(live["children"]) == len(plan.trials)
+
+
+@pytest.mark.slow
+def test_sweep_finishes_with_tracking_server_down_and_sync_replays(tmp_path):
+    import ray
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{s.getsockname()[1]}"
+    plan = small_plan(tmp_path, "down", seeds=2, lrs="[3e-3]")
+    os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = "0"
+    try:
+        outcome = run_sweep(plan, tracking_uri=dead)
+    finally:
+        os.environ.pop("MLFLOW_HTTP_REQUEST_MAX_RETRIES")
+        ray.shutdown()
+    assert outcome.tracking["error"] and not outcome.tracking.get("parent_run_id")
+    assert outcome.counts["converged"] == 2  # training did not depend on the tracking server
+    info = sync_sweep(plan.root, f"sqlite:///{tmp_path / 'later.db'}")
+    assert info["logged"] == 2 and info["counts"] == {"converged": 2}
 
 
 @pytest.mark.slow
