@@ -43,6 +43,7 @@ def main(argv: list[str] | None = None) -> int:
             dry_run=args.dry_run,
             overwrite=args.overwrite,
             tracking_uri=tracking_uri,
+            analyze=args.analyze,
         )
     except RobustprecError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -130,6 +130,9 @@ def train(
     "--dry-run", is_flag=True, help="Print the planned trials with FLOPs and GPU-hours, run nothing."
 )
 @click.option("--overwrite", is_flag=True, help="Discard an existing sweep of the same name first.")
+@click.option(
+    "--analyze", "run_analyze", is_flag=True, help="Analyze the sweep when it ends and print the verdicts."
+)
 @_user_errors
 def sweep(
     config_path: str | None,
@@ -138,12 +141,19 @@ def sweep(
     storage: str | None,
     dry_run: bool,
     overwrite: bool,
+    run_analyze: bool,
 ) -> None:
     """Run a seed x LR x format x model grid on Ray Tune (resumes when re-run)."""
     from robustprec.sweep.launch import sweep_command
 
     result = sweep_command(
-        config_path, list(overrides), name=name, storage=storage, dry_run=dry_run, overwrite=overwrite
+        config_path,
+        list(overrides),
+        name=name,
+        storage=storage,
+        dry_run=dry_run,
+        overwrite=overwrite,
+        analyze=run_analyze,
     )
     if getattr(result, "counts", {}).get("error", 0):  # diverged trials are results; errored ones are not
         sys.exit(1)

@@ -23,6 +23,7 @@ def sweep_command(
     dry_run: bool = False,
     overwrite: bool = False,
     tracking_uri: str | None = None,
+    analyze: bool = False,
 ) -> SweepPlan | SweepOutcome:
     """Expand the config's sweep, then print the plan (`dry_run`) or run/resume it and print the trials.
     Returns the plan (dry run) or the outcome."""
@@ -51,4 +52,23 @@ def sweep_command(
         progress.close()
     cli_display.print_sweep_results(outcome)
     cli_display.print_sweep_footer(outcome)
+    parent = outcome.tracking.get("parent_run_id")
+    if analyze and parent:
+        from robustprec.analysis.report import run_analysis
+
+        result = run_analysis(
+            parent,
+            tracking_uri=outcome.tracking["tracking_uri"],
+            reference=_reference(plan),
+            out_dir=Path(plan.root) / "analysis",
+        )
+        cli_display.print_analysis(result)
+    elif analyze:
+        cli_display.print_tracking(outcome.tracking)
     return outcome
+
+
+def _reference(plan: SweepPlan) -> str:
+    """bf16 when the sweep has it, else the first format swept (a verdict needs a reference in the grid)."""
+    formats = [str(f) for f in plan.axes.get("numerics.backend", [])]
+    return "bf16" if not formats or "bf16" in formats else formats[0]
