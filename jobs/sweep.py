@@ -26,6 +26,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dry-run", action="store_true", help="print the plan and exit")
     p.add_argument("--overwrite", action="store_true", help="discard an existing sweep of the same name")
     p.add_argument(
+        "--analyze", action="store_true", help="analyze the sweep when it ends and print the verdicts"
+    )
+    p.add_argument(
         "--tracking-uri", help="MLflow tracking URI (default: MLFLOW_TRACKING_URI, else <storage>/mlflow.db)"
     )
     args = p.parse_args(argv)

@@ -65,6 +65,27 @@ def test_dry_run_prints_plan_and_runs_nothing(tmp_path):
     assert not (tmp_path / "d").exists()
 
 
+def test_job_entry_point_dry_run(tmp_path):
+    res = subprocess.run(
+        [
+            sys.executable,
+            "jobs/sweep.py",
+            "--config",
+            "configs/smoke.yaml",
+            "--storage",
+            str(tmp_path),
+            "--dry-run",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+    assert res.returncode == 0, res.stderr
+    assert "tiny-bf16-lr3e-02-s1" in res.stdout and "total: 12 trials" in res.stdout
+    assert not any(tmp_path.iterdir())
+
+
 def test_bad_sweep_axis_is_one_line_error(tmp_path):
     res = subprocess.run(
         [

@@ -141,9 +141,11 @@ class MlflowMirror:
         )
         return runs[0] if runs else None
 
-    def log_trial(self, trial_id: str, run_dir: str | Path, axes: dict[str, Any]) -> str | None:
-        """Mirror one finished trial (params, summary metrics, down-sampled curve, record artifacts); idempotent.
-        Returns the child run id, or None when the trial has no summary yet."""
+    def log_trial(
+        self, trial_id: str, run_dir: str | Path, axes: dict[str, Any], curve_points: int = MAX_POINTS
+    ) -> str | None:
+        """Mirror one finished trial (params, summary metrics, the curve down-sampled to `curve_points` per metric
+        (0: none), record artifacts); idempotent. Returns the child run id, or None when it has no summary yet."""
         from mlflow.entities import Metric, Param, RunTag
 
         run_dir = Path(run_dir)
@@ -174,7 +176,8 @@ class MlflowMirror:
             if isinstance(summary.get(k), int | float)
         ]
         metrics.append(Metric("diverged", float(summary["status"] == "diverged"), now, 0))
-        metrics.extend(self._curve_metrics(run_dir, now))
+        if curve_points > 0:
+            metrics.extend(self._curve_metrics(run_dir, now, curve_points))
         for i in range(0, len(metrics), BATCH):
             self.client.log_batch(rid, metrics=metrics[i : i + BATCH])
         for name in (CURVE_FILE, SUMMARY_FILE, CONFIG_FILE):
@@ -186,7 +189,7 @@ class MlflowMirror:
         return str(rid)
 
     @staticmethod
-    def _curve_metrics(run_dir: Path, timestamp: int) -> list[Any]:
+    def _curve_metrics(run_dir: Path, timestamp: int, max_points: int) -> list[Any]:
         import math
 
         from mlflow.entities import Metric
@@ -201,7 +204,7 @@ class MlflowMirror:
                 continue
             values = table.column(name).to_pylist()
             present = [i for i, v in enumerate(values) if v is not None and math.isfinite(v)]
-            for j in downsample_steps(len(present)):
+            for j in downsample_steps(len(present), max_points):
                 i = present[j]
                 out.append(Metric(name, float(values[i]), timestamp, int(steps[i])))
         return out
