@@ -67,13 +67,17 @@ def divergence_heatmap(rows: Sequence[dict[str, Any]], analysis: dict[str, Any],
     log_lrs = np.log10(lrs)
     for i, f in enumerate(formats):
         eta = _eta_c(analysis.get(f))
+        censored = ((analysis.get(f) or {}).get("eta_c") or {}).get("censored")
         if eta is not None and len(lrs) > 1:
             x = float(np.interp(math.log10(eta), log_lrs, np.arange(len(lrs))))
             ax.plot([x, x], [i - 0.45, i + 0.45], color="black", lw=2)
-    ax.set_xticks(range(len(lrs)), [f"{lr:.0e}" for lr in lrs], rotation=45, ha="right")
+        elif censored in ("above", "below"):  # η_c outside the tested range: an arrow at that edge
+            x, mark = (len(lrs) - 0.5, ">") if censored == "above" else (-0.5, "<")
+            ax.text(x, i, mark, ha="center", va="center", fontsize=14, fontweight="bold")
+    ax.set_xticks(range(len(lrs)), [f"{lr:.2g}" for lr in lrs], rotation=45, ha="right")
     ax.set_yticks(range(len(formats)), formats)
     ax.set_xlabel("peak learning rate")
-    ax.set_title("divergence rate (diverged/seeds); bar = fitted η_c")
+    ax.set_title("divergence rate (diverged/seeds); bar = fitted η_c, > / < = censored beyond the grid")
     fig.colorbar(im, ax=ax, fraction=0.04, label="divergence rate")
     return _save(fig, path)
 
@@ -151,7 +155,7 @@ def loss_curves(rows: Sequence[dict[str, Any]], path: Path, max_lrs: int = 8) ->
                 ls = "--" if r["status"] == "diverged" else "-"
                 ax.plot(c["step"], np.clip(c["loss"], 0, 20), color=color, lw=0.8, ls=ls)
             if i == 0:
-                ax.set_title(f"lr {lr:.0e}", fontsize=8)
+                ax.set_title(f"lr {lr:.2g}", fontsize=8)
             if j == 0:
                 ax.set_ylabel(f, fontsize=8)
             ax.tick_params(labelsize=6)
@@ -186,8 +190,9 @@ def telemetry(rows: Sequence[dict[str, Any]], path: Path) -> Path | None:
             drew = True
             for key, ls in (("act_overflow_frac", "-"), ("grad_underflow_frac", ":")):
                 if key in c:
-                    ax_o.plot(c["step"], c[key], ls=ls, color=line.get_color(), label=f"{f} {key.split('_')[0]} "
-                              f"{key.split('_')[1]}")  # fmt: skip
+                    steps, values = _smooth(c["step"], c[key])
+                    label = f"{f} {key.split('_')[0]} {key.split('_')[1]}"
+                    ax_o.plot(steps, values, ls=ls, color=line.get_color(), label=label)
     if not drew:
         plt.close(fig)
         return None
@@ -197,11 +202,22 @@ def telemetry(rows: Sequence[dict[str, Any]], path: Path) -> Path | None:
     ax_s.legend(fontsize=7)
     ax_o.set_xlabel("step")
     ax_o.set_ylabel("fraction of quantized elements")
-    ax_o.set_title("simulated formats: act overflow (—), grad underflow (··)")
+    ax_o.set_title("sim formats (moving avg): act overflow —, grad underflow ··")
     if ax_o.lines:
         ax_o.set_yscale("symlog", linthresh=1e-6)
         ax_o.legend(fontsize=6)
     return _save(fig, path)
+
+
+def _smooth(steps: np.ndarray, values: np.ndarray, points: int = 200) -> tuple[np.ndarray, np.ndarray]:
+    """Moving average down to about `points` points (per-step telemetry is noisy); NaNs dropped first."""
+    keep = np.isfinite(values)
+    steps, values = steps[keep], values[keep]
+    window = max(1, len(values) // points)
+    if window == 1:
+        return steps, values
+    kernel = np.ones(window) / window
+    return steps[window - 1 :: window], np.convolve(values, kernel, mode="valid")[::window]
 
 
 def boundary(

@@ -39,9 +39,9 @@ def _num(v: Any, fmt: str = ".3g") -> str:
 def _eta_text(eta: dict[str, Any]) -> str:
     value, ci, censored = eta.get("value"), eta.get("ci") or [None, None], eta.get("censored")
     if censored == "above":
-        return f"> {_num(value)} (no divergence up to the largest LR)"
+        return f"> {_num(value)} (censored: above the largest LR tested)"
     if censored == "below":
-        return f"< {_num(value)} (diverged at the smallest LR)"
+        return f"< {_num(value)} (censored: below the smallest LR tested)"
     return f"{_num(value)} [{_num(ci[0])}, {_num(ci[1])}]"
 
 
@@ -81,7 +81,8 @@ def _plots(frame: Frame, data: dict[str, Any], out: Path) -> list[tuple[str, Pat
     for key, fit in data["boundary"].items():
         points = []
         for x, eta, label in zip(fit["x"], fit["eta_c"], fit["labels"], strict=True):
-            points.append({"x": x, "value": eta, "ci": None, "censored": None, "label": label})
+            ci = ((data["formats"].get(label) or {}).get("eta_c") or {}).get("ci")
+            points.append({"x": x, "value": eta, "ci": ci, "censored": None, "label": label})
         curve = None
         if fit.get("slope") is not None and fit.get("intercept") is not None and fit["x"]:
             lo, hi = min(fit["x"]), max(fit["x"])
@@ -122,7 +123,7 @@ def render_markdown(data: dict[str, Any], images: list[tuple[str, Path]]) -> str
         )
     lrs = sorted({float(lr) for r in data["formats"].values() for lr in r["divergence"]})
     lines += ["", "## Divergences per learning rate (diverged/seeds)", ""]
-    lines.append("| format | " + " | ".join(f"{lr:.0e}" for lr in lrs) + " |")
+    lines.append("| format | " + " | ".join(f"{lr:.2g}" for lr in lrs) + " |")
     lines.append("|---|" + "---|" * len(lrs))
     for label, r in data["formats"].items():
         by = {float(k): v for k, v in r["divergence"].items()}
