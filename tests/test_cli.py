@@ -81,3 +81,18 @@ def test_train_command_on_real_text(tmp_path):
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["corpus"]["tokens"] == data.stat().st_size + 1
     assert summary["final_eval_loss"] < summary["initial_loss"]
+
+
+@pytest.mark.slow
+def test_train_with_two_ray_workers(tmp_path):
+    sets = [a for s in tiny_overrides(**{"train.threads": 1, "train.zero_stage": 1}) for a in ("--set", s)]
+    res = _cli(["train", *sets, "--workers", "2", "--out", str(tmp_path / "run")])
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "launcher: ray, 2 worker(s), zero 1" in res.stdout
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["world_size"] == 2 and summary["zero_stage"] == 1 and summary["status"] == "converged"
+    assert (tmp_path / "run" / "ray").is_dir()  # Ray Train's run folder (its checkpoints live there)
+    again = _cli(["train", "--workers", "2", "--out", str(tmp_path / "run")])
+    assert (
+        again.returncode == 2 and "--resume" in again.stderr
+    )  # an existing run is never overwritten silently
