@@ -38,6 +38,7 @@ PRESETS: dict[str, ModelSpec] = {
     "tiny": ModelSpec("llama", d_model=64, n_layers=2, n_heads=4, d_ff=176),
     "tiny-gpt2": ModelSpec("gpt2", d_model=64, n_layers=2, n_heads=4, d_ff=256),
     "nano": ModelSpec("llama", d_model=128, n_layers=4, n_heads=4, d_ff=352),
+    "llama-20m": ModelSpec("llama", d_model=512, n_layers=6, n_heads=8, d_ff=1408),
     "gpt2-124m": ModelSpec("gpt2", d_model=768, n_layers=12, n_heads=12, d_ff=3072, vocab_size=50304),
     "llama-120m": ModelSpec("llama", d_model=768, n_layers=12, n_heads=12, d_ff=2048, vocab_size=32000),
     "llama-350m": ModelSpec("llama", d_model=1024, n_layers=24, n_heads=16, d_ff=2816, vocab_size=32000),
