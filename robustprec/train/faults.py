@@ -2,12 +2,14 @@
 
 Set ROBUSTPREC_FAULT_AT_STEP=k and ROBUSTPREC_FAULT_MARKER=/path; the first process that reaches step k (and finds
 no marker) creates the marker and exits hard with code 17, as a crashed worker would. Optionally
-ROBUSTPREC_FAULT_RANK=r restricts it to one rank.
+ROBUSTPREC_FAULT_RANK=r restricts it to one rank, and ROBUSTPREC_FAULT_DELAY_S=t waits t seconds first (so that a
+checkpoint reported just before has been registered by Ray Train's controller, which polls its workers).
 """
 
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 
@@ -23,4 +25,5 @@ def maybe_fail(step: int, rank: int) -> None:
     except FileExistsError:
         return
     os.close(fd)
+    time.sleep(float(os.environ.get("ROBUSTPREC_FAULT_DELAY_S", "0")))
     os._exit(17)
