@@ -281,4 +281,26 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         if not isinstance(loaded, dict):
             raise ConfigError(f"config file {str(p)!r} must hold a mapping at the top level")
         data = loaded
-    return validate_config(apply_overrides(data, overrides or []))
+    return resolve_paths(validate_config(apply_overrides(data, overrides or [])))
+
+
+def _absolute(value: str, base: Path) -> str:
+    if not value or "://" in value or Path(value).expanduser().is_absolute():
+        return str(Path(value).expanduser()) if value and "://" not in value else value
+    return str((base / value).resolve())
+
+
+def resolve_paths(cfg: Config, base: str | Path | None = None) -> Config:
+    """Make relative file paths (`data.path`, `data.cache_dir`, a `tokenizer.json` path) absolute against `base`
+    (default: the working directory), so trials running elsewhere (Ray actors, workers) read the same files."""
+    root = Path(base) if base is not None else Path.cwd()
+    data = cfg.data.model_copy(
+        update={
+            "path": _absolute(cfg.data.path, root),
+            "cache_dir": _absolute(cfg.data.cache_dir, root),
+            "tokenizer": _absolute(cfg.data.tokenizer, root)
+            if cfg.data.tokenizer.endswith(".json")
+            else cfg.data.tokenizer,
+        }
+    )
+    return cfg.model_copy(update={"data": data})

@@ -14,7 +14,7 @@ def test_smoke_config_loads_and_overrides_apply():
     )
     assert cfg.optim.lr == pytest.approx(3e-3)
     assert cfg.train.zero_stage == 2
-    assert cfg.data.path == "corpus.txt"
+    assert cfg.data.path == str(Path.cwd() / "corpus.txt")  # relative paths resolve against the working dir
     assert cfg.model.preset == "tiny"
 
 
@@ -68,3 +68,18 @@ def test_override_syntax_errors():
         parse_override("optim.lr")
     with pytest.raises(ConfigError, match="not a section"):
         apply_overrides({"optim": 3}, ["optim.lr=1"])
+
+
+def test_relative_data_paths_become_absolute(tmp_path, monkeypatch):
+    from robustprec.config import load_config
+
+    monkeypatch.chdir(tmp_path)
+    cfg = load_config(
+        None, ["data.path=corpus/a.txt", "data.tokenizer=tok/tokenizer.json", "data.cache_dir=c"]
+    )
+    assert cfg.data.path == str(tmp_path / "corpus" / "a.txt")
+    assert cfg.data.tokenizer == str(tmp_path / "tok" / "tokenizer.json")
+    assert cfg.data.cache_dir == str(tmp_path / "c")
+    untouched = load_config(None, ["data.path=s3://bucket/x.parquet", "data.tokenizer=byte"])
+    assert untouched.data.path == "s3://bucket/x.parquet" and untouched.data.tokenizer == "byte"
+    assert load_config(None, []).data.path == ""
