@@ -28,8 +28,9 @@ class LoadedSweep:
 
 
 def _cache_root() -> Path:
-    base = os.environ.get("ROBUSTPREC_CACHE") or str(Path.home() / ".cache" / "robustprec")
-    return Path(base) / "mlflow"
+    from robustprec.data.corpus import default_cache_dir
+
+    return default_cache_dir() / "mlflow"
 
 
 def load_sweep(

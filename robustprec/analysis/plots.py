@@ -118,12 +118,11 @@ def loss_vs_lr(rows: Sequence[dict[str, Any]], l0: float | None, path: Path) -> 
 
 
 def _curve(run_dir: str, columns: Sequence[str]) -> dict[str, np.ndarray] | None:
-    import pyarrow.parquet as pq
+    from robustprec.tracking.store import read_curve
 
-    p = Path(run_dir) / "curve.parquet"
-    if not p.exists():
+    table = read_curve(run_dir)
+    if table.num_rows == 0:
         return None
-    table = pq.read_table(p)
     names = [c for c in ("step", *columns) if c in table.column_names]
     return {c: np.array(table.column(c).to_pylist(), dtype=float) for c in names}
 

@@ -12,10 +12,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from robustprec.analysis import plots
 from robustprec.analysis.analyze import Analysis, analyze, boundary_curves
 from robustprec.analysis.frame import Frame, attach_curve_summaries, attach_summaries
 from robustprec.analysis.load import LoadedSweep, load_sweep
+from robustprec.analysis.metrics import l0_by_model
 
 ANALYSIS_FILE, REPORT_MD, REPORT_HTML = "analysis.json", "report.md", "report.html"
 
@@ -70,8 +73,8 @@ def analyze_sweep(loaded: LoadedSweep, reference: str = "bf16") -> tuple[Analysi
 
 def _plots(frame: Frame, data: dict[str, Any], out: Path) -> list[tuple[str, Path]]:
     rows = [r for r in frame.to_rows() if r["status"] in ("converged", "diverged", "unstable")]
-    l0_values = [r["initial_loss"] for r in rows if isinstance(r.get("initial_loss"), float)]
-    l0 = sorted(l0_values)[len(l0_values) // 2] if l0_values else None
+    known = [v for v in l0_by_model(frame).values() if math.isfinite(v)]  # the ℓ0 the metrics use
+    l0 = float(np.median(known)) if known else None
     made: list[tuple[str, Path | None]] = [
         ("Divergence rate per format and learning rate", plots.divergence_heatmap(rows, data["formats"], out / "divergence.png")),
         ("Final loss against learning rate", plots.loss_vs_lr(rows, l0, out / "loss_vs_lr.png")),

@@ -188,20 +188,27 @@ def _stopper() -> Any:
     return OutcomeStopper()
 
 
-def status_counts(plan: SweepPlan) -> dict[str, Any]:
-    """Trials by status, read from the records (a trial with a record folder but no summary is running)."""
+def status_counts(plan: SweepPlan, finished: dict[str, tuple[str, float]] | None = None) -> dict[str, Any]:
+    """Trials by status, read from the records (a trial with a record folder but no summary is running).
+
+    `finished` (trial id -> (status, time)) remembers ended trials between calls, so a poll re-reads only the
+    trials still pending or running."""
+    finished = {} if finished is None else finished
     counts = dict.fromkeys(STATUSES, 0)
-    recent: list[tuple[float, str, str]] = []
     for spec in plan.trials:
-        status, _ = trial_status(spec)
-        out = Path(spec.out_dir)
-        if status == "pending" and (out / "config.yaml").exists():
-            status = "running"
+        if spec.trial_id in finished:
+            status = finished[spec.trial_id][0]
+        else:
+            status, _ = trial_status(spec)
+            out = Path(spec.out_dir)
+            if status == "pending" and (out / "config.yaml").exists():
+                status = "running"
+            elif status != "pending":
+                done = out / (ERROR_FILE if status == "error" else SUMMARY_FILE)
+                finished[spec.trial_id] = (status, done.stat().st_mtime if done.exists() else 0.0)
         counts[status] = counts.get(status, 0) + 1
-        if status not in ("pending", "running"):
-            done = out / (ERROR_FILE if status == "error" else SUMMARY_FILE)
-            recent.append((done.stat().st_mtime if done.exists() else 0.0, spec.trial_id, status))
-    return {"counts": counts, "recent": [(t, s) for _, t, s in sorted(recent)[-5:]]}
+    recent = sorted((t, tid, st) for tid, (st, t) in finished.items())[-5:]
+    return {"counts": counts, "recent": [(tid, st) for _, tid, st in recent]}
 
 
 class Tracker:
@@ -236,7 +243,7 @@ class Tracker:
             stacklevel=2,
         )
 
-    def tick(self, _state: dict[str, Any] | None = None) -> None:
+    def tick(self) -> None:
         with self._lock:
             if self.mirror is None:
                 return
@@ -264,26 +271,26 @@ class Tracker:
 
 
 class _Poller:
-    """Calls `update(status_counts(plan))` every `interval` seconds on a daemon thread (progress display)."""
+    """Calls `fn()` on entry, every `interval` seconds on a daemon thread, and once more on exit."""
 
-    def __init__(self, plan: SweepPlan, update: Callable[[dict[str, Any]], None], interval: float = 1.0):
-        self.plan, self.update, self.interval = plan, update, interval
+    def __init__(self, fn: Callable[[], None], interval: float = 1.0):
+        self.fn, self.interval = fn, interval
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
 
     def _loop(self) -> None:
         while not self._stop.wait(self.interval):
-            self.update(status_counts(self.plan))
+            self.fn()
 
     def __enter__(self) -> _Poller:
-        self.update(status_counts(self.plan))
+        self.fn()
         self._thread.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join()
-        self.update(status_counts(self.plan))
+        self.fn()
 
 
 def run_sweep(
@@ -314,8 +321,12 @@ def run_sweep(
     pending = [s for s in plan.trials if trial_status(s)[0] == "pending"]
     if pending:
         show = progress or (lambda _: None)
-        tracking_thread = _Poller(plan, tracker.tick, interval=2.0) if tracker is not None else None
-        with _Poller(plan, show), tracking_thread or contextlib.nullcontext():
+        finished: dict[str, tuple[str, float]] = {}
+        tracking_thread = _Poller(tracker.tick, interval=2.0) if tracker is not None else None
+        with (
+            _Poller(lambda: show(status_counts(plan, finished))),
+            tracking_thread or contextlib.nullcontext(),
+        ):
             _fit(plan, pending, resumed)
     rows = result_rows(plan)
     _write_table(rows, Path(plan.root) / TRIALS_TABLE)
