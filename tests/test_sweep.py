@@ -18,6 +18,7 @@ from robustprec.sweep.plan import plan_sweep
 from robustprec.sweep.run import result_rows, run_sweep, status_counts
 from robustprec.tracking.mlflow_mirror import sync_sweep
 from tests.conftest import REPO, tiny_overrides
+from tests.test_train import _cli
 
 SMALL = {
     "train.steps": 20,
@@ -39,22 +40,8 @@ def test_dry_run_prints_plan_and_runs_nothing(tmp_path):
         "--set=sweep.lrs=[1e-3,1e-2]",
         "--set=sweep.seeds=3",
     ]
-    res = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "robustprec",
-            "sweep",
-            "--storage",
-            str(tmp_path),
-            "--name",
-            "d",
-            "--dry-run",
-            *args,
-        ],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
+    res = _cli(
+        ["sweep", "--storage", str(tmp_path), "--name", "d", "--dry-run", *args],
         env={**os.environ, "COLUMNS": "200"},
     )
     assert res.returncode == 0, res.stderr
@@ -87,21 +74,7 @@ def test_job_entry_point_dry_run(tmp_path):
 
 
 def test_bad_sweep_axis_is_one_line_error(tmp_path):
-    res = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "robustprec",
-            "sweep",
-            "--storage",
-            str(tmp_path),
-            "--set",
-            "sweep.lrs=logspace(1)",
-        ],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-    )
+    res = _cli(["sweep", "--storage", str(tmp_path), "--set", "sweep.lrs=logspace(1)"])
     assert res.returncode == 2
     assert res.stderr.startswith("error: ") and "logspace" in res.stderr and "Traceback" not in res.stderr
 
