@@ -161,6 +161,12 @@ class SweepConfig(_Strict):
         default_factory=dict,
         description="further axes: dotted config key -> values, e.g. model.qk_norm: [true, false]",
     )
+    exclude: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="grid points to leave out: each entry maps swept keys (numerics.backend, optim.lr, seed, "
+        "model.preset or a sweep.axes key) to a value or a list of values; a trial matching every key of "
+        "an entry is not run, e.g. {model.qk_norm: true, numerics.backend: [fp8]}",
+    )
     resources: dict[str, float] = Field(default_factory=lambda: {"CPU": 1.0})
     max_concurrent: int | None = Field(default=None, gt=0)
 

@@ -353,3 +353,75 @@ def test_colliding_trial_ids_fail_clearly(tmp_path):
     _raises(
         lambda: plan_sweep(_cfg(sweep__seeds=1, sweep__axes=axes), root=tmp_path), "experiment=a-uri=b-uri=c"
     )
+
+
+def test_exclude_removes_exactly_the_matching_grid_points(tmp_path):
+    """An arm run for two formats only: the excluded set is computed independently from the full product."""
+    sets = {
+        "sweep__seeds": 2,
+        "sweep__lrs": "logspace(1e-3, 1e-1, 3)",
+        "sweep__formats": ["bf16", "sim:E8M3", "sim:E4M3"],
+        "sweep__axes": {"model.qk_norm": [False, True], "model.z_loss": [0.0, 1e-4]},
+        "sweep__exclude": [
+            {"model.qk_norm": True, "model.z_loss": 0.0},
+            {"model.qk_norm": False, "model.z_loss": 1e-4},
+            {"model.qk_norm": True, "numerics.backend": ["sim:E4M3"]},
+            {"optim.lr": 1e-2, "seed": 1, "numerics.backend": "bf16"},  # 1e-2 names logspace's 0.01000...
+        ],
+    }
+    plan = plan_sweep(_cfg(**sets), root=tmp_path)
+    full = itertools.product(
+        ["bf16", "sim:E8M3", "sim:E4M3"], np.logspace(-3, -1, 3), [0, 1], [False, True], [0.0, 1e-4]
+    )
+    kept = {
+        (f, round(lr, 6), s, q, z)
+        for f, lr, s, q, z in full
+        if q == (z > 0)
+        and not (q and f == "sim:E4M3")
+        and not (f == "bf16" and abs(lr - 1e-2) < 1e-9 and s == 1)
+    }
+    got = [
+        (
+            c["numerics"]["backend"],
+            round(c["optim"]["lr"], 6),
+            c["seed"],
+            c["model"]["qk_norm"],
+            c["model"]["z_loss"],
+        )
+        for c in (t.config for t in plan.trials)
+    ]
+    assert len(got) == len(set(got)) and set(got) == kept
+    assert len(kept) == 3 * 3 * 2 + 2 * 3 * 2 - 2  # the last rule hits bf16 with qk-norm off and on
+
+
+@pytest.mark.parametrize(
+    ("rule", "needle"),
+    [
+        ({"model.qk_norm": True}, "not an axis of this sweep"),
+        ({"numerics.backend": ["bf16", "sim:E4M3"]}, "leaves no trial"),
+        ({"numerics.backend": "bf16"}, "removes every trial with numerics.backend='bf16'"),
+        ({}, "is empty"),
+    ],
+)
+def test_bad_exclude_rules_fail_clearly(tmp_path, rule, needle):
+    cfg = _cfg(sweep__formats=["bf16", "sim:E4M3"], sweep__exclude=[rule])
+    with pytest.raises(ConfigError, match=re.escape(needle)):
+        plan_sweep(cfg, root=tmp_path)
+
+
+def test_exclude_values_outside_the_grid_are_ignored_with_a_note(tmp_path):
+    """A `--set sweep.formats=[...]` override must not break a config whose rules name other formats."""
+    rule = {"numerics.backend": ["sim:E5M2", "sim:E4M3"], "model.qk_norm": True}
+    cfg = _cfg(
+        sweep__formats=["bf16", "sim:E4M3"],
+        sweep__axes={"model.qk_norm": [False, True]},
+        sweep__exclude=[rule],
+    )
+    plan = plan_sweep(cfg, root=tmp_path)
+    got = sorted(
+        (t.config["numerics"]["backend"], t.config["model"]["qk_norm"], t.config["seed"]) for t in plan.trials
+    )
+    assert got == sorted(itertools.product(["bf16"], [False, True], range(3))) + [
+        ("sim:E4M3", False, s) for s in range(3)
+    ]
+    assert any("'sim:E5M2' is not a value of numerics.backend" in n for n in plan.notes)

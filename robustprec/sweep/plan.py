@@ -4,7 +4,8 @@ Pure: no Ray, no torch. `plan_sweep(cfg)` is what `--dry-run` prints and what th
 
 Axis order (outermost first, also the order of the parts of a trial id): `model.preset`, `numerics.backend`,
 `optim.lr`, `seed`, then `sweep.axes` in the order given. A trial id is built from the axes that are swept,
-e.g. `tiny-bf16-lr3e-03-s0` or `tiny-sim_E4M3-lr1e-02-s2-qk_norm=true`.
+e.g. `tiny-bf16-lr3e-03-s0` or `tiny-sim_E4M3-lr1e-02-s2-qk_norm=true`. `sweep.exclude` removes grid points
+(e.g. an extra axis run for two formats only).
 """
 
 from __future__ import annotations
@@ -189,6 +190,55 @@ def _raw_axes(cfg: Config) -> tuple[list[tuple[str, list[Any]]], list[str]]:
         axes.append((key, list(values)))
         shown.append(key)
     return axes, shown
+
+
+def _same_value(axis_value: Any, wanted: Any) -> bool:
+    """An exclude value names an axis value: equal JSON, equal stripped strings, or numbers within 0.1%
+    (so `3e-3` names the `0.0031622...` of a logspace)."""
+    if _canon(axis_value) == _canon(wanted):
+        return True
+    if isinstance(axis_value, str) and isinstance(wanted, str):
+        return axis_value.strip() == wanted.strip()
+    numeric = (int, float)
+    if isinstance(axis_value, numeric) and isinstance(wanted, numeric):
+        if isinstance(axis_value, bool) or isinstance(wanted, bool):
+            return False
+        return math.isclose(float(axis_value), float(wanted), rel_tol=1e-3)
+    return False
+
+
+def _exclusions(
+    rules: list[dict[str, Any]], axes: list[tuple[str, list[Any]]]
+) -> tuple[list[dict[int, set[int]]], list[str]]:
+    """`sweep.exclude` as {axis position: excluded value indices} per rule, and notes for values that are not in
+    the grid (ignored, so a `--set sweep.formats=...` override keeps the config usable). A key that is not a
+    swept axis is an error: a typo must not silently exclude nothing."""
+    keys = [k for k, _ in axes]
+    out: list[dict[int, set[int]]] = []
+    notes: list[str] = []
+    for n, rule in enumerate(rules):
+        if not rule:
+            raise ConfigError(f"sweep.exclude[{n}] is empty; it would exclude every trial")
+        entry: dict[int, set[int]] = {}
+        for key, wanted in rule.items():
+            if key not in keys:
+                raise ConfigError(
+                    f"sweep.exclude[{n}]: {key!r} is not an axis of this sweep; axes: {', '.join(keys)}"
+                )
+            a = keys.index(key)
+            values = axes[a][1]
+            hits: set[int] = set()
+            for w in wanted if isinstance(wanted, list) else [wanted]:
+                match = {i for i, v in enumerate(values) if _same_value(v, w)}
+                if not match:
+                    notes.append(
+                        f"sweep.exclude[{n}]: {w!r} is not a value of {key} "
+                        f"({', '.join(map(str, values))}); ignored"
+                    )
+                hits |= match
+            entry[a] = hits
+        out.append(entry)
+    return out, notes
 
 
 # --------------------------------------------------------------------------------------------------- trial ids
@@ -474,11 +524,14 @@ def plan_sweep(
 
     base = cfg.to_dict()
     axes, shown = _raw_axes(cfg)
+    rules, notes = _exclusions(cfg.sweep.exclude, axes)
 
     # Validate every grid point; collect the normalised value of each axis (e.g. " bf16" -> "bf16", 1 -> 1.0).
     points: list[tuple[tuple[int, ...], Config, dict[str, Any]]] = []
     normal: list[dict[int, Any]] = [{} for _ in axes]
     for idx in itertools.product(*(range(len(values)) for _, values in axes)):
+        if any(all(idx[a] in hits for a, hits in rule.items()) for rule in rules):
+            continue
         combo = tuple(values[i] for (_, values), i in zip(axes, idx, strict=True))
         data = base
         for (key, _), value in zip(axes, combo, strict=True):
@@ -493,6 +546,14 @@ def plan_sweep(
             normal[a].setdefault(i, _get(dumped, key))
         points.append((idx, trial_cfg, dumped))
 
+    if not points:
+        raise ConfigError("sweep.exclude leaves no trial to run")
+    for a, (key, vals) in enumerate(axes):
+        gone = [v for i, v in enumerate(vals) if i not in normal[a]]
+        if gone:
+            raise ConfigError(
+                f"sweep.exclude removes every trial with {key}={gone[0]!r}; drop that value from its axis instead"
+            )
     values_n = [[normal[a][i] for i in range(len(vals))] for a, (_, vals) in enumerate(axes)]
     for (key, _), vals in zip(axes, values_n, strict=True):
         _check_unique(_NAMED.get(key, f"sweep.axes[{key!r}]"), vals)
@@ -538,7 +599,6 @@ def plan_sweep(
                 axes={k: values_n[pos[k]][idx[pos[k]]] for k in shown},
             )
         )
-    notes = []
     if assumed:
         notes.append(
             f"data.tokenizer is not 'byte' and presets {', '.join(sorted(assumed))} set no vocab_size: "
