@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # On the lent GPU machine (after `source .gpu/install.sh`): every backend trains a short nano run, then the trainer
-# throughput benchmark at gpt2-124m (seq 1024), eager and compiled. Prints one line per backend and the tables.
+# throughput benchmark (benchmarks/throughput.py) at gpt2-124m (seq 1024), eager, then compiled with a kernel profile
+# and the independent GPT-2. Prints one line per backend and the tables.
 set -u
 export PYTHONUNBUFFERED=1
 nvidia-smi -L
@@ -16,5 +17,7 @@ print(f"{b:10s} {s['status']:9s} final_eval={s['final_eval_loss']:.4f} tok/s={s[
       f"wall={s['wall_time_s']:.1f}s numerics={s['numerics']}")
 PY
 done
-timeout 200 python3 benchmarks/trainer.py --preset gpt2-124m --backends bf16,fp8,fp32 --steps 20 --seq-len 1024 --batch 16 2>&1 | grep -v Warn | tail -8
-timeout 240 python3 benchmarks/trainer.py --preset gpt2-124m --backends bf16,fp8 --steps 30 --seq-len 1024 --batch 16 --compile 2>&1 | grep -v Warn | tail -8
+timeout 200 python3 benchmarks/throughput.py --presets gpt2-124m --backends bf16,fp8,fp32 --steps 20 --seq-len 1024 \
+  --batch 16 --no-compile 2>&1 | grep -v Warn | sed -n '/^device:/,$p'
+timeout 480 python3 benchmarks/throughput.py --presets gpt2-124m --backends bf16,fp8 --steps 30 --seq-len 1024 \
+  --batch 16 --profile --reference-gpt 2>&1 | grep -v Warn | sed -n '/^device:/,$p'

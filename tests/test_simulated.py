@@ -9,8 +9,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from robustprec.numerics.formats import parse_format, value_set
 from robustprec.numerics.quantize import quantize
-from robustprec.numerics.simulated import SimLinear, apply_simulated
+from robustprec.numerics.simulated import SimLinear, _tf32, apply_simulated, exact_in_tf32
 
 
 class Block(nn.Module):
@@ -252,3 +253,79 @@ def test_stochastic_rounding_uses_generator() -> None:
     err_sr = (mean - exact).abs().mean()
     err_rn = (nearest(x) - exact).abs().mean()
     assert err_sr < err_rn / 3
+
+
+@pytest.mark.parametrize(
+    "spec", ["E4M3", "fp8_e4m3", "E5M2", "E5M7", "E8M3", "E8M6", "bf16", "fp16", "E3M10", "E8M10"]
+)
+def test_formats_taken_to_tf32_hold_only_tf32_numbers(spec):
+    """Oracle: a float32 number is a TF32 number iff its 13 low mantissa bits are zero. Every value of every
+    format `exact_in_tf32` accepts, times powers of two (tensor scaling), must pass."""
+    fmt = parse_format(spec)
+    assert exact_in_tf32(fmt)
+    vals = value_set(fmt)
+    vals = torch.cat([vals, -vals])
+    for shift in (-20, 0, 7):
+        scaled = vals * 2.0**shift
+        # float32 normals (the documented exception is float32 denormals, which tensor cores may flush)
+        scaled = scaled[(scaled.abs() >= 2.0**-126) & (scaled.abs() < 2.0**128)]
+        assert scaled.numel() > 0
+        bits = scaled.float().view(torch.int32)
+        assert int((bits & 0x1FFF).count_nonzero()) == 0
+
+
+@pytest.mark.parametrize("spec", ["E5M11", "E8M12", "fp32"])
+def test_wider_mantissas_are_refused_and_do_hold_non_tf32_numbers(spec):
+    fmt = parse_format(spec)
+    assert not exact_in_tf32(fmt)
+    vals = (
+        value_set(fmt).float()
+        if fmt.exp_bits + fmt.man_bits <= 20
+        else torch.tensor([1.0 + 2.0**-fmt.man_bits])
+    )
+    assert int((vals.view(torch.int32) & 0x1FFF).count_nonzero()) > 0
+
+
+def test_tf32_only_for_gemms_whose_both_operands_are_quantized():
+    lin = nn.Linear(8, 8)
+    for operands, expect in [
+        (["act", "weight", "grad"], (True, True, True)),
+        (["act", "weight"], (True, False, False)),
+        (["weight", "grad"], (False, True, False)),
+        (["act", "grad"], (False, False, True)),
+    ]:
+        m = copy.deepcopy(lin)
+        apply_simulated(m, "E4M3", operands=operands)
+        st = m._sim
+        assert (st.tf32_fwd, st.tf32_dgrad, st.tf32_wgrad) == expect
+    m = copy.deepcopy(lin)
+    apply_simulated(m, "E5M11")
+    assert not (m._sim.tf32_fwd or m._sim.tf32_dgrad or m._sim.tf32_wgrad)
+
+
+def test_tf32_switch_is_restored_even_on_error():
+    matmul = torch.backends.cuda.matmul
+    before = matmul.fp32_precision
+    with pytest.raises(RuntimeError), _tf32(True):
+        assert matmul.fp32_precision == "tf32"
+        raise RuntimeError("boom")
+    assert matmul.fp32_precision == before
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_tf32_gemms_match_float64_like_the_float32_path():
+    """On CUDA the TF32 path must be as close to a float64 oracle as the float32 GEMM is (exact products)."""
+    torch.manual_seed(0)
+    lin = nn.Linear(256, 128).cuda()
+    apply_simulated(lin, "E5M7")
+    x = torch.randn(64, 256, device="cuda", requires_grad=True)
+    y = lin(x)
+    xq = quantize(x.detach(), parse_format("E5M7")).double()
+    wq = quantize(lin.weight.detach(), parse_format("E5M7")).double()
+    ref = xq @ wq.T + lin.bias.detach().double()
+    assert torch.allclose(y.double(), ref, rtol=0, atol=1e-4)
+    before = torch.backends.cuda.matmul.fp32_precision
+    y.sum().backward()
+    assert torch.backends.cuda.matmul.fp32_precision == before
+    g = quantize(torch.ones_like(y), parse_format("E5M7")).double()
+    assert torch.allclose(x.grad.double(), g @ wq, rtol=0, atol=1e-4)

@@ -1,0 +1,540 @@
+"""Training-step throughput: robustprec's DeepSpeed trainer vs a plain PyTorch loop on the same model and batches.
+
+    python benchmarks/throughput.py --presets gpt2-124m,llama-350m --backends bf16,fp8 --seq-len 1024 --batch 16 \
+        --micro 0 --steps 30 [--warmup 3] [--no-compile] [--profile] [--reference-gpt] [--data PATH] \
+        [--set KEY=VALUE ...] [--json OUT.json]
+
+For each preset x backend: tokens/s and BF16-equivalent MFU of robustprec's trainer (`robustprec.train.loop.train`)
+and of a plain loop (same model and numerics backend, torch.compile unless --no-compile, fused AdamW on CUDA,
+SDPA, grad clip), and their ratio; then per preset each backend's speedup over bf16. Both loops time steps
+`warmup .. steps-1` only (compilation happens in the first steps), each step ended by a CUDA synchronisation:
+the trainer's own `step_time_s` (its loss read-back synchronises), the plain loop's `torch.cuda.synchronize()`.
+
+--profile: torch.profiler over 3 steps after the timed ones (one profiler warm-up step first), for the plain
+loop and for the trainer (stepped from `train()`'s `on_step` callback, so start-up is never recorded): CUDA
+kernel time per step by category, step wall time, GPU-busy fraction (kernel time / wall), GEMM and attention
+TFLOP/s. On CPU the categories come from CPU op self times.
+--reference-gpt: also an independent minimal GPT-2 (defined below) for gpt2-flavoured presets, bf16, plain loop.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import math
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from robustprec.config import Config, load_config
+from robustprec.data.batches import BatchStream, split_tokens
+from robustprec.data.corpus import load_corpus
+from robustprec.data.tokenizer import load_tokenizer
+from robustprec.model.flops import detect_peak_flops, matmul_params, training_flops_per_token
+from robustprec.model.presets import ModelSpec, resolve_spec
+from robustprec.model.transformer import build_model
+from robustprec.numerics.backends import make_backend
+from robustprec.provenance import device_name
+from robustprec.train.engine import param_groups
+from robustprec.train.loop import train
+
+PROFILE_STEPS = 3
+REFERENCE = "bf16 (independent GPT)"
+# Checked in this order, on lower-cased kernel names: attention before GEMM, since cuDNN / CUTLASS attention
+# kernels carry "sm90" or "cutlass" too.
+CATEGORIES: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("attention", ("flash", "fmha", "attention", "sdpa", "cudnn")),
+    ("gemm", ("gemm", "cutlass", "xmma", "nvjet", "sm90", "cublas", "matmul")),
+    ("optimizer", ("adam", "multi_tensor", "foreach")),
+    ("triton", ()),  # names starting with triton_ (Inductor's fused elementwise / reductions)
+    ("nccl", ("nccl",)),
+    ("copy/cast", ("memcpy", "memset", "copy", "cast")),
+)
+CATEGORY_NAMES = [c for c, _ in CATEGORIES] + ["other"]
+CPU_GEMM_OPS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm", "aten::_scaled_mm")
+
+
+def category(name: str, cpu: bool = False) -> str:
+    """Kernel category of a CUDA kernel name (or, with `cpu`, of a CPU op name)."""
+    n = name.lower()
+    for cat, keys in CATEGORIES:
+        if cat == "triton":
+            if n.startswith("triton_"):
+                return cat
+        elif any(k in n for k in keys) or (cpu and cat == "gemm" and n in CPU_GEMM_OPS):
+            return cat
+    return "other"
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """What a run's FLOPs and MFU are computed from."""
+
+    spec: ModelSpec
+    seq: int
+    tokens_per_step: int
+    peak: float | None
+
+    @property
+    def flops_per_token(self) -> int:
+        return training_flops_per_token(self.spec, self.seq)
+
+    def mfu(self, tokens_per_s: float) -> float | None:
+        """BF16-equivalent MFU, or None where the peak is unknown (CPU, unlisted GPU)."""
+        return self.flops_per_token * tokens_per_s / self.peak if self.peak else None
+
+
+@dataclass
+class LoopResult:
+    """Wall time of the timed steps of one loop, and its profile if one was taken."""
+
+    step_s: list[float]
+    tokens_per_step: int
+    profile: dict[str, Any] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.tokens_per_step * len(self.step_s) / sum(self.step_s)
+
+    @property
+    def step_ms(self) -> float:
+        return 1e3 * sum(self.step_s) / len(self.step_s)
+
+
+class StepClock:
+    """Marks the wall clock (after a CUDA sync) at the end of every training step: `step()` is called there.
+    With `profile_after=n`, torch.profiler (schedule: wait n steps, 1 warm-up step) records PROFILE_STEPS steps."""
+
+    def __init__(self, cuda: bool, profile_after: int | None = None) -> None:
+        self.cuda, self.skip, self.active = cuda, profile_after, PROFILE_STEPS
+        self.prof: torch.profiler.profile | None = None
+        if profile_after is not None:
+            acts = [torch.profiler.ProfilerActivity.CPU]
+            acts += [torch.profiler.ProfilerActivity.CUDA] if cuda else []
+            sched = torch.profiler.schedule(wait=profile_after, warmup=1, active=self.active, repeat=1)
+            self.prof = torch.profiler.profile(activities=acts, schedule=sched)
+        self.marks: list[float] = []
+
+    def __enter__(self) -> StepClock:
+        if self.prof is not None:
+            self.prof.__enter__()
+        self.marks.append(time.perf_counter())
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.prof is not None:
+            self.prof.__exit__(*exc)
+
+    def step(self, *_: Any) -> None:
+        if self.cuda:
+            torch.cuda.synchronize()
+        self.marks.append(time.perf_counter())
+        if self.prof is not None:
+            self.prof.step()
+
+    def step_seconds(self, first: int, stop: int) -> list[float]:
+        """Wall time of steps `first .. stop-1` (step k ran between marks k and k+1)."""
+        if len(self.marks) <= stop:
+            raise RuntimeError(f"only {len(self.marks) - 1} steps ran, {stop} needed")
+        return [self.marks[k + 1] - self.marks[k] for k in range(first, stop)]
+
+    def profile(self, geo: Geometry) -> dict[str, Any]:
+        """Kernel (or CPU op) time per step by category, wall time, busy fraction, GEMM/attention TFLOP/s."""
+        assert self.prof is not None and self.skip is not None
+        first = self.skip + 1  # after the profiler's warm-up step
+        wall_ms = 1e3 * sum(self.step_seconds(first, first + self.active)) / self.active
+        cats = dict.fromkeys(CATEGORY_NAMES, 0.0)
+        per_name: dict[str, float] = {}
+        for evt in self.prof.key_averages():
+            if self.cuda:
+                if evt.device_type != torch.autograd.DeviceType.CUDA:
+                    continue
+                us = evt.self_device_time_total
+            elif evt.key.startswith(("ProfilerStep", "[")):
+                continue
+            else:
+                us = evt.self_cpu_time_total
+            ms = us / 1e3 / self.active
+            cats[category(evt.key, cpu=not self.cuda)] += ms
+            per_name[evt.key] = per_name.get(evt.key, 0.0) + ms
+        busy = sum(cats.values())
+        gemm_flops = 6 * matmul_params(geo.spec) * geo.tokens_per_step
+        attn_flops = geo.flops_per_token * geo.tokens_per_step - gemm_flops
+        gemm_tf = gemm_flops / cats["gemm"] / 1e9 if self.cuda and cats["gemm"] > 0 else None
+        attn_tf = attn_flops / cats["attention"] / 1e9 if self.cuda and cats["attention"] > 0 else None
+        top = sorted(per_name.items(), key=lambda kv: -kv[1])[:8]
+        return {
+            "activity": "cuda" if self.cuda else "cpu (no CUDA)",
+            "steps": self.active,
+            "step_ms": wall_ms,
+            "busy_ms": busy,
+            "busy_fraction": busy / wall_ms,
+            "categories_ms": cats,
+            "gemm_flops_per_step": gemm_flops,
+            "attention_flops_per_step": attn_flops,
+            "gemm_tflops": gemm_tf,
+            "gemm_fraction_of_peak": gemm_tf * 1e12 / geo.peak if gemm_tf and geo.peak else None,
+            "attention_tflops": attn_tf,
+            "top": [{"name": n, "ms": ms, "category": category(n, cpu=not self.cuda)} for n, ms in top],
+        }
+
+
+def release(device: torch.device) -> float:
+    """Free what the last run left (compiled graphs, cached blocks); returns GiB still allocated."""
+    gc.collect()
+    torch._dynamo.reset()
+    gc.collect()
+    if device.type != "cuda":
+        return 0.0
+    torch.cuda.empty_cache()
+    left = torch.cuda.memory_allocated(device) / 2**30
+    torch.cuda.reset_peak_memory_stats(device)
+    return left
+
+
+def peak_gib(device: torch.device) -> float | None:
+    return torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
+
+
+def make_config(args: argparse.Namespace, preset: str, backend: str, steps: int) -> Config:
+    """The trainer's config for one run; the plain loop reads its geometry and numerics from it too."""
+    micro = args.micro or args.batch
+    overrides = [
+        f"model.preset={preset}", f"numerics.backend={backend}", f"train.steps={steps}",
+        f"train.seq_len={args.seq_len}", f"train.global_batch_size={args.batch}", f"train.micro_batch_size={micro}",
+        f"train.eval_interval={10 * steps}", "train.eval_sequences=8", "train.sharpness.enabled=false",
+        f"train.compile={args.compile}", f"data.path={args.data}", "train.divergence.stop_early=false",
+        *args.set,
+    ]  # fmt: skip
+    return load_config(None, overrides)
+
+
+def run_robustprec(cfg: Config, geo: Geometry, warm: int, timed: int, profile: bool) -> LoopResult:
+    """Time `train()` between its `on_step` callbacks (so its per-step bookkeeping counts), steps `warm ..
+    timed-1`. `cfg.train.steps` must leave one step past those (and the profiled ones): the last step evaluates."""
+    cuda = torch.cuda.is_available()
+    clock = StepClock(cuda, profile_after=timed if profile else None)
+    rows: list[dict[str, Any]] = []
+
+    def on_step(row: dict[str, Any]) -> None:
+        rows.append(row)
+        clock.step()
+
+    with tempfile.TemporaryDirectory() as tmp, clock:
+        summary = train(cfg, Path(tmp) / "run", on_step=on_step)
+    res = LoopResult(clock.step_seconds(warm, timed), geo.tokens_per_step)
+    own = [r["step_time_s"] for r in rows if warm <= r["step"] < timed]  # the trainer's own step timer
+    res.extra = {
+        "robustprec_step_timer_tokens_per_s": geo.tokens_per_step * len(own) / sum(own),
+        "robustprec_summary_tokens_per_s": summary["tokens_per_s"],  # steps 1.. (profiled ones too)
+        "robustprec_summary_mfu": summary["mfu"],
+    }
+    if profile:
+        res.profile = clock.profile(geo)
+    return res
+
+
+def timed_loop(
+    step_fn: Callable[[int], None], warm: int, timed: int, geo: Geometry, device: torch.device, profile: bool
+) -> LoopResult:
+    """Run `step_fn(step)` for `timed` steps (plus a profiler warm-up step and PROFILE_STEPS recorded ones with
+    `profile`); the wall time of steps `warm .. timed-1` is what counts."""
+    cuda = device.type == "cuda"
+    if cuda:
+        torch.cuda.synchronize()
+    with StepClock(cuda, profile_after=timed if profile else None) as clock:
+        for s in range(timed + (1 + PROFILE_STEPS if profile else 0)):
+            step_fn(s)
+            clock.step()
+    res = LoopResult(clock.step_seconds(warm, timed), geo.tokens_per_step)
+    if profile:
+        res.profile = clock.profile(geo)
+    return res
+
+
+def _batch(rows: np.ndarray, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    t = torch.from_numpy(rows).to(device, non_blocking=True)
+    return t[:, :-1], t[:, 1:]
+
+
+def run_plain(
+    cfg: Config,
+    stream: BatchStream,
+    geo: Geometry,
+    device: torch.device,
+    warm: int,
+    timed: int,
+    profile: bool,
+) -> LoopResult:
+    """The plain loop: robustprec's model and numerics backend, no engine, no records."""
+    model = build_model(geo.spec, seed=cfg.effective_init_seed)
+    make_backend(cfg.numerics, device).prepare_model(model)
+    model.to(device)
+    o = cfg.optim
+    opt = torch.optim.AdamW(
+        param_groups(model, o.weight_decay), lr=o.lr, betas=o.betas, eps=o.eps, fused=device.type == "cuda"
+    )
+    params = [p for p in model.parameters() if p.requires_grad]
+    fwd = torch.compile(model) if cfg.train.compile else model
+    clip = o.grad_clip if o.grad_clip > 0 else math.inf
+
+    def step(s: int) -> None:
+        micro = stream.micro_batches(s, 0, 1, cfg.train.micro_batch_size)
+        for rows in micro:
+            x, y = _batch(rows, device)
+            (fwd(x, y)["loss"] / len(micro)).backward()
+        torch.nn.utils.clip_grad_norm_(params, clip)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    return timed_loop(step, warm, timed, geo, device, profile)
+
+
+class _RefBlock(nn.Module):
+    """Pre-LayerNorm block: fused qkv, causal SDPA, GELU(tanh) MLP 4x."""
+
+    def __init__(self, d: int, heads: int) -> None:
+        super().__init__()
+        self.heads = heads
+        self.ln1, self.ln2 = nn.LayerNorm(d), nn.LayerNorm(d)
+        self.qkv, self.proj = nn.Linear(d, 3 * d), nn.Linear(d, d)
+        self.fc, self.out = nn.Linear(d, 4 * d), nn.Linear(4 * d, d)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, t, d = x.shape
+        q, k, v = (
+            z.view(b, t, self.heads, -1).transpose(1, 2) for z in self.qkv(self.ln1(x)).split(d, dim=2)
+        )
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        x = x + self.proj(y.transpose(1, 2).reshape(b, t, d))
+        return x + self.out(F.gelu(self.fc(self.ln2(x)), approximate="tanh"))
+
+
+class ReferenceGPT(nn.Module):
+    """An independent minimal GPT-2: token + position embeddings, pre-LN blocks, tied lm_head."""
+
+    def __init__(self, d: int, layers: int, heads: int, seq: int, vocab: int) -> None:
+        super().__init__()
+        self.wte, self.wpe = nn.Embedding(vocab, d), nn.Embedding(seq, d)
+        self.blocks = nn.ModuleList(_RefBlock(d, heads) for _ in range(layers))
+        self.ln_f = nn.LayerNorm(d)
+        self.lm_head = nn.Linear(d, vocab, bias=False)
+        self.lm_head.weight = self.wte.weight
+        for p in self.parameters():
+            if p.dim() >= 2:
+                nn.init.normal_(p, 0.0, 0.02)
+
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        x = self.wte(idx) + self.wpe(torch.arange(idx.shape[1], device=idx.device))
+        for block in self.blocks:
+            x = block(x)
+        logits = self.lm_head(self.ln_f(x))
+        return F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1))
+
+
+def run_reference(
+    cfg: Config,
+    stream: BatchStream,
+    geo: Geometry,
+    device: torch.device,
+    warm: int,
+    timed: int,
+    profile: bool,
+) -> LoopResult:
+    """The independent GPT-2 in the same plain loop: bf16 autocast, fused AdamW, grad clip 1.0, torch.compile."""
+    spec = geo.spec
+    assert spec.vocab_size is not None
+    torch.manual_seed(cfg.effective_init_seed)
+    model = ReferenceGPT(spec.d_model, spec.n_layers, spec.n_heads, geo.seq, spec.vocab_size).to(device)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.optim.lr, fused=device.type == "cuda")
+    fwd = torch.compile(model) if cfg.train.compile else model
+
+    def step(s: int) -> None:
+        micro = stream.micro_batches(s, 0, 1, cfg.train.micro_batch_size)
+        for rows in micro:
+            x, y = _batch(rows, device)
+            with torch.autocast(device.type, dtype=torch.bfloat16):
+                loss = fwd(x, y) / len(micro)
+            loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    return timed_loop(step, warm, timed, geo, device, profile)
+
+
+def _fmt(v: float | None, spec: str = ",.0f", scale: float = 1.0, suffix: str = "") -> str:
+    return "-" if v is None else f"{scale * v:{spec}}{suffix}"
+
+
+def print_report(out: dict[str, Any]) -> None:
+    """Markdown tables of the throughput rows, speedups and profiles."""
+    s = out["settings"]
+    print(f"\ndevice: {out['device']}, torch {out['torch']}, deepspeed {out['deepspeed']}")
+    print(f"command: {out['command']}")
+    print(f"settings: seq {s['seq_len']}, batch {s['batch']}, micro {s['micro']}, steps {s['steps']} "
+          f"(timed: {s['warmup']}..{s['steps'] - 1}), compile {s['compile']}, data {s['data'] or 'embedded'}, "
+          f"overrides {s['set'] or '-'}, peak {_fmt(s['peak_flops'], '.1f', 1e-12, ' TFLOP/s')}")  # fmt: skip
+    pct = dict(spec=".1f", scale=100.0, suffix="%")
+    print("\n| preset | backend | robustprec tok/s | plain loop tok/s | ratio | robustprec MFU | plain MFU "
+          "| robustprec ms/step | plain ms/step |\n|---|---|---|---|---|---|---|---|---|")  # fmt: skip
+    for r in out["rows"]:
+        print(f"| {r['preset']} | {r['backend']} | {_fmt(r['robustprec_tokens_per_s'])} "
+              f"| {_fmt(r['plain_tokens_per_s'])} | {_fmt(r['ratio'], '.3f')} | {_fmt(r['robustprec_mfu'], **pct)} "
+              f"| {_fmt(r['plain_mfu'], **pct)} | {_fmt(r['robustprec_step_ms'], '.1f')} "
+              f"| {_fmt(r['plain_step_ms'], '.1f')} |")  # fmt: skip
+    if out["speedups"]:
+        print("\n| preset | speedup | robustprec | plain loop |\n|---|---|---|---|")
+        for sp in out["speedups"]:
+            print(f"| {sp['preset']} | {sp['backend']} / bf16 | {_fmt(sp['robustprec'], '.3f')} "
+                  f"| {_fmt(sp['plain'], '.3f')} |")  # fmt: skip
+    if out["profiles"]:
+        what = "CUDA kernel" if out["profiles"][0]["activity"] == "cuda" else "CPU op self (no CUDA)"
+        print(f"\nprofile, {PROFILE_STEPS} steps after the timed ones: {what} time in ms per step (share of it), "
+              "busy = that time / step wall time")  # fmt: skip
+        print(f"| preset | backend | loop | step ms | busy | {' | '.join(CATEGORY_NAMES)} | GEMM TFLOP/s "
+              f"| attn TFLOP/s |\n" + "|---" * (len(CATEGORY_NAMES) + 7) + "|")  # fmt: skip
+        for p in out["profiles"]:
+            busy = p["busy_ms"] or math.inf
+            cats = " | ".join(f"{ms:.2f} ({100 * ms / busy:.0f}%)" for ms in p["categories_ms"].values())
+            gemm = _fmt(p["gemm_tflops"], ".0f")
+            if p["gemm_fraction_of_peak"] is not None:
+                gemm += f" ({100 * p['gemm_fraction_of_peak']:.0f}% of peak)"
+            print(f"| {p['preset']} | {p['backend']} | {p['loop']} | {p['step_ms']:.1f} "
+                  f"| {100 * p['busy_fraction']:.0f}% | {cats} | {gemm} | {_fmt(p['attention_tflops'], '.0f')} |")  # fmt: skip
+        for p in out["profiles"]:
+            top = "; ".join(f"{t['name'][:70]} [{t['category']}] {t['ms']:.2f}" for t in p["top"][:5])
+            print(f"top ms/step, {p['preset']} {p['backend']} {p['loop']}: {top}")
+    for note in out["notes"]:
+        print(f"note: {note}")
+
+
+def run_preset(
+    args: argparse.Namespace, preset: str, device: torch.device, peak: float | None, out: dict
+) -> None:
+    """Every backend of one preset through both loops (and the independent GPT); appends to `out`."""
+    rows, profiles, notes = out["rows"], out["profiles"], out["notes"]
+    warm, timed = args.warmup, args.steps
+    # the trainer runs one more step (it evaluates at its last one), and the profiled ones after that
+    ours_steps = timed + 1 + (1 + PROFILE_STEPS if args.profile else 0)
+    base = make_config(args, preset, "bf16", ours_steps)
+    tok = load_tokenizer(base.data.tokenizer)
+    train_tokens, _ = split_tokens(load_corpus(base.data, tok).tokens, base.data.eval_fraction, args.seq_len)
+    stream = BatchStream(train_tokens, args.seq_len, args.batch, base.effective_data_seed)
+    geo = Geometry(
+        resolve_spec(base.model, tok.vocab_size, args.seq_len), args.seq_len, args.batch * args.seq_len, peak
+    )
+    common = {"kind": "compare", "preset": preset, "tokens_per_step": geo.tokens_per_step,
+              "flops_per_token": geo.flops_per_token, "timed_steps": timed - warm}  # fmt: skip
+    by_backend: dict[str, dict[str, Any]] = {}
+    for backend in args.backends.split(","):
+        cfg = make_config(args, preset, backend, ours_steps)
+        if make_backend(cfg.numerics, device).deepspeed_config():
+            notes.append(f"{backend}: the plain loop has no equivalent of its DeepSpeed engine settings")
+        ours = run_robustprec(cfg, geo, warm, timed, args.profile)
+        ours_mem, left = peak_gib(device), release(device)
+        plain = run_plain(cfg, stream, geo, device, warm, timed, args.profile)
+        plain_mem, left2 = peak_gib(device), release(device)
+        if max(left, left2) > 0.5:
+            notes.append(f"{preset} {backend}: {max(left, left2):.1f} GiB still allocated after a run")
+        row = common | {
+            "backend": backend, "robustprec_tokens_per_s": ours.tokens_per_s, "plain_tokens_per_s": plain.tokens_per_s,
+            "ratio": ours.tokens_per_s / plain.tokens_per_s, "robustprec_mfu": geo.mfu(ours.tokens_per_s),
+            "plain_mfu": geo.mfu(plain.tokens_per_s), "robustprec_step_ms": ours.step_ms, "plain_step_ms": plain.step_ms,
+            "robustprec_peak_mem_gib": ours_mem, "plain_peak_mem_gib": plain_mem, **ours.extra,
+        }  # fmt: skip
+        rows.append(row)
+        by_backend[backend] = row
+        for loop, res in (("robustprec", ours), ("plain", plain)):
+            if res.profile is not None:
+                profiles.append({"preset": preset, "backend": backend, "loop": loop, **res.profile})
+    bf = by_backend.get("bf16")
+    for b, r in by_backend.items():
+        if bf is not None and b != "bf16":
+            out["speedups"].append({"preset": preset, "backend": b,
+                                    "robustprec": r["robustprec_tokens_per_s"] / bf["robustprec_tokens_per_s"],
+                                    "plain": r["plain_tokens_per_s"] / bf["plain_tokens_per_s"]})  # fmt: skip
+    if not args.reference_gpt:
+        return
+    if geo.spec.flavour != "gpt2" or geo.spec.d_ff != 4 * geo.spec.d_model:
+        notes.append(f"independent GPT skipped for {preset}: not a GPT-2 preset (LayerNorm, GELU MLP 4x)")
+        return
+    ref = run_reference(base, stream, geo, device, warm, timed, args.profile)
+    rows.append(common | {
+        "kind": "reference", "backend": REFERENCE, "robustprec_tokens_per_s": None,
+        "plain_tokens_per_s": ref.tokens_per_s, "ratio": None, "robustprec_mfu": None,
+        "plain_mfu": geo.mfu(ref.tokens_per_s), "robustprec_step_ms": None, "plain_step_ms": ref.step_ms,
+        "plain_peak_mem_gib": peak_gib(device),
+    })  # fmt: skip
+    release(device)
+    if ref.profile is not None:
+        profiles.append({"preset": preset, "backend": REFERENCE, "loop": "independent GPT", **ref.profile})
+    if bf is not None:
+        gap = bf["plain_tokens_per_s"] / ref.tokens_per_s
+        notes.append(f"{preset}: plain loop tok/s, robustprec's model / independent GPT (bf16) = {gap:.3f}")
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    """Run the benchmark; prints the tables and returns (and with --json writes) the results."""
+    ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    ap.add_argument("--presets", default="gpt2-124m,llama-350m")
+    ap.add_argument("--backends", default="bf16,fp8")
+    ap.add_argument("--seq-len", type=int, default=1024)
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--micro", type=int, default=0, help="micro-batch size (0: the whole batch)")
+    ap.add_argument("--steps", type=int, default=30)
+    ap.add_argument("--warmup", type=int, default=3, help="first steps left out of the timing (compilation)")
+    ap.add_argument("--no-compile", dest="compile", action="store_false")
+    ap.add_argument("--profile", action="store_true")
+    ap.add_argument("--reference-gpt", action="store_true")
+    ap.add_argument("--data", default="", help="corpus path (default: embedded)")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="extra config override")
+    ap.add_argument("--json", default="", help="write the results here")
+    args = ap.parse_args(argv)
+    if not 1 <= args.warmup < args.steps:
+        ap.error(f"need 1 <= --warmup ({args.warmup}) < --steps ({args.steps}); step 0 includes set-up")
+    cuda = torch.cuda.is_available()
+    device = torch.device("cuda", torch.cuda.current_device()) if cuda else torch.device("cpu")
+    if not cuda:
+        os.environ.setdefault("DS_ACCELERATOR", "cpu")
+    peak = detect_peak_flops(device_name("cuda")) if cuda else None
+    import deepspeed
+
+    out: dict[str, Any] = {
+        "device": device_name(device.type),
+        "torch": torch.__version__,
+        "deepspeed": deepspeed.__version__,
+        "command": " ".join(["python", *sys.argv]) if argv is None else " ".join(argv),
+        "settings": {k: getattr(args, k) for k in ("presets", "backends", "seq_len", "batch", "micro", "steps",
+                                                    "warmup", "compile", "profile", "reference_gpt", "data", "set")}
+        | {"peak_flops": peak, "profile_steps": PROFILE_STEPS},
+        "rows": [], "speedups": [], "profiles": [], "notes": [],
+    }  # fmt: skip
+    release(device)
+    for preset in args.presets.split(","):
+        run_preset(args, preset, device, peak, out)
+    if args.profile:
+        out["notes"].append(
+            "robustprec's trainer is profiled through train()'s on_step callback (its set-up is not recorded); "
+            "GEMM TFLOP/s counts 6 x matmul weights x tokens, attention TFLOP/s the rest of training_flops_per_token"
+        )
+    print_report(out)
+    if args.json:
+        Path(args.json).write_text(json.dumps(out, indent=1))
+    return out
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,53 @@
+"""benchmarks/throughput.py end to end on CPU at tiny size: both loops, the independent GPT, the profile, the JSON."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import REPO
+from tests.test_train import DIST_VARS
+
+
+def test_throughput_benchmark_writes_rows_and_profiles(tmp_path):
+    out = tmp_path / "bench.json"
+    env = {k: v for k, v in os.environ.items() if k not in DIST_VARS}
+    args = ["--presets", "tiny,tiny-gpt2", "--backends", "fp32,bf16", "--seq-len", "64", "--batch", "8",
+            "--steps", "6", "--no-compile", "--profile", "--reference-gpt", "--json", str(out),
+            "--set", "data.embedded_max_bytes=400000"]  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "benchmarks/throughput.py", *args],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=env,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "| preset | backend | robustprec tok/s |" in proc.stdout
+    res = json.loads(out.read_text())
+
+    compare = [r for r in res["rows"] if r["kind"] == "compare"]
+    assert [(r["preset"], r["backend"]) for r in compare] == [
+        (p, b) for p in ("tiny", "tiny-gpt2") for b in ("fp32", "bf16")
+    ]
+    for r in compare:
+        assert r["robustprec_tokens_per_s"] > 0 and r["plain_tokens_per_s"] > 0
+        assert r["ratio"] == pytest.approx(r["robustprec_tokens_per_s"] / r["plain_tokens_per_s"])
+        assert r["robustprec_mfu"] is None and r["plain_mfu"] is None  # no peak on CPU
+        assert r["timed_steps"] == 3
+    (ref,) = [r for r in res["rows"] if r["kind"] == "reference"]
+    assert ref["preset"] == "tiny-gpt2" and ref["plain_tokens_per_s"] > 0
+    assert any("independent GPT skipped for tiny" in n for n in res["notes"])
+    assert {(s["preset"], s["backend"]) for s in res["speedups"]} == {("tiny", "fp32"), ("tiny-gpt2", "fp32")}
+
+    loops = {(p["preset"], p["backend"], p["loop"]) for p in res["profiles"]}
+    assert ("tiny", "bf16", "robustprec") in loops and ("tiny", "bf16", "plain") in loops
+    assert len(res["profiles"]) == 2 * 4 + 1
+    for p in res["profiles"]:
+        assert p["step_ms"] > 0 and p["busy_ms"] > 0
+        assert set(p["categories_ms"]) >= {"gemm", "attention", "optimizer", "other"}
+        assert all(ms >= 0 for ms in p["categories_ms"].values())
+        assert p["categories_ms"]["gemm"] > 0  # aten::mm / addmm on CPU
