@@ -16,6 +16,7 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
+from rich.markup import escape
 from rich.table import Table
 
 _err = Console(stderr=True)
@@ -306,14 +307,15 @@ def print_analysis(result: Any, console: Console | None = None) -> None:
     style = {"as_robust": "green", "less_robust": "red", "inconclusive": "yellow", "reference": "cyan"}
     for label, r in data["formats"].items():
         v = r["verdict"]
-        console.print(f"[{style.get(v['category'], '')}]{label}[/]: {v['words']}", soft_wrap=True)
+        # labels hold `[axis=value,...]`, which rich would take for markup
+        console.print(f"[{style.get(v['category'], '')}]{escape(label)}[/]: {escape(v['words'])}", soft_wrap=True)
     table = Table(box=box.SIMPLE, show_edge=False, pad_edge=False)
     for name in ("format", "verdict", "eta_c", "censored", "eta_stable", "S"):
         table.add_column(name, no_wrap=True)
     for label, r in data["formats"].items():
         eta = r["eta_c"]
         table.add_row(
-            label,
+            escape(label),
             r["verdict"]["category"],
             _fmt(eta.get("value")),
             str(eta.get("censored") or "-"),

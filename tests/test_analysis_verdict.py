@@ -193,3 +193,28 @@ def test_analyze_labels_models_and_missing_reference():
     assert json.dumps(out, allow_nan=False)
     assert a.settings["l0"] == {"tiny": 5.5, "nano": 5.5}
     assert analyze(Frame.from_rows(rows), n_boot=100, l0=6.0).settings["l0"] == {"tiny": 6.0, "nano": 6.0}
+
+
+def test_print_analysis_shows_condition_labels_with_axes(tmp_path):
+    """Labels like `bf16[qk_norm=True]` must reach the terminal intact (rich would eat them as markup)."""
+    import io
+    from types import SimpleNamespace
+
+    from rich.console import Console
+
+    from robustprec.cli_display import print_analysis
+
+    cond = {
+        "verdict": {"category": "reference", "words": "bf16 is the reference [x]"},
+        "eta_c": {"value": 0.01, "censored": None},
+        "eta_stable": 0.003,
+        "lr_sensitivity": {"S": 0.1},
+    }
+    labels = ["bf16[qk_norm=False,z_loss=0.0]", "bf16[qk_norm=True,z_loss=0.0001]"]
+    data = {"sweep": "s", "trials": 2, "reference": "bf16", "formats": dict.fromkeys(labels, cond)}
+    buf = io.StringIO()
+    print_analysis(SimpleNamespace(data=data, out_dir=tmp_path, logged_to=None), Console(file=buf, width=200))
+    out = buf.getvalue()
+    for label in labels:
+        assert out.count(label) == 2  # the verdict line and the table row
+    assert "reference [x]" in out
