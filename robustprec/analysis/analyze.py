@@ -100,6 +100,13 @@ def _labels(frame: Frame, conds: list[tuple[Any, ...]]) -> dict[tuple[Any, ...],
     return out
 
 
+def condition_labels(frame: Frame) -> dict[tuple[Any, ...], str]:
+    """The label of each condition tuple (`Frame.condition_keys` order) of the outcome trials, as `analyze` keys
+    its results: the format, `@model` if several, `[axis=value,...]` for extra axes that vary."""
+    fr = frame.outcomes()
+    return _labels(fr, fr.conditions())
+
+
 def analyze(
     frame: Frame,
     reference: str = "bf16",

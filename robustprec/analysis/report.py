@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from robustprec.analysis import plots
-from robustprec.analysis.analyze import Analysis, analyze, boundary_curves
+from robustprec.analysis.analyze import Analysis, analyze, boundary_curves, condition_labels
 from robustprec.analysis.frame import Frame, attach_curve_summaries, attach_summaries
 from robustprec.analysis.load import LoadedSweep, load_sweep
 from robustprec.analysis.metrics import l0_by_model
@@ -71,8 +71,17 @@ def analyze_sweep(loaded: LoadedSweep, reference: str = "bf16") -> tuple[Analysi
     return analysis, data, frame
 
 
-def _plots(frame: Frame, data: dict[str, Any], out: Path) -> list[tuple[str, Path]]:
+def plot_rows(frame: Frame) -> list[dict[str, Any]]:
+    """Outcome rows for the plots, `format` replaced by the condition label (so a qk-norm arm or a second model
+    is its own line, keyed like the analysis results)."""
+    labels = condition_labels(frame)
+    keys = frame.condition_keys()
     rows = [r for r in frame.to_rows() if r["status"] in ("converged", "diverged", "unstable")]
+    return [{**r, "format": labels[tuple(r[k] for k in keys)]} for r in rows]
+
+
+def _plots(frame: Frame, data: dict[str, Any], out: Path) -> list[tuple[str, Path]]:
+    rows = plot_rows(frame)
     known = [v for v in l0_by_model(frame).values() if math.isfinite(v)]  # the ℓ0 the metrics use
     l0 = float(np.median(known)) if known else None
     made: list[tuple[str, Path | None]] = [
