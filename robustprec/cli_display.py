@@ -8,6 +8,7 @@ from typing import Any
 
 from rich import box
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -16,7 +17,6 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
-from rich.markup import escape
 from rich.table import Table
 
 _err = Console(stderr=True)
@@ -308,7 +308,9 @@ def print_analysis(result: Any, console: Console | None = None) -> None:
     for label, r in data["formats"].items():
         v = r["verdict"]
         # labels hold `[axis=value,...]`, which rich would take for markup
-        console.print(f"[{style.get(v['category'], '')}]{escape(label)}[/]: {escape(v['words'])}", soft_wrap=True)
+        console.print(
+            f"[{style.get(v['category'], '')}]{escape(label)}[/]: {escape(v['words'])}", soft_wrap=True
+        )
     table = Table(box=box.SIMPLE, show_edge=False, pad_edge=False)
     for name in ("format", "verdict", "eta_c", "censored", "eta_stable", "S"):
         table.add_column(name, no_wrap=True)

