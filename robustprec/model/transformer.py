@@ -128,6 +128,7 @@ class Transformer(nn.Module):
         # Set by a numerics backend (e.g. bf16 autocast). Entered inside forward, so engines that reset autocast
         # around their own forward (DeepSpeed does) cannot switch it off.
         self.compute_context: Callable[[], contextlib.AbstractContextManager[Any]] | None = None
+        self.autocast_dtype: torch.dtype | None = None
         if spec.flavour == "llama":
             cos, sin = _rope_tables(spec)
             self.register_buffer("rope_cos", cos, persistent=False)
@@ -159,7 +160,14 @@ class Transformer(nn.Module):
         if t > self.spec.max_seq_len:
             raise ValueError(f"sequence length {t} exceeds the model's max_seq_len {self.spec.max_seq_len}")
         tele: dict[str, Any] | None = {} if telemetry else None
-        with self.compute_context() if self.compute_context else contextlib.nullcontext():
+        with (
+            torch.autocast(
+                idx.device.type,
+                dtype=self.autocast_dtype or torch.bfloat16,
+                enabled=self.autocast_dtype is not None,
+            ),
+            self.compute_context() if self.compute_context else contextlib.nullcontext(),
+        ):
             x = self.wte(idx)
             if self.wpe is not None:
                 x = x + self.wpe(torch.arange(t, device=idx.device))
