@@ -218,3 +218,22 @@ def test_print_analysis_shows_condition_labels_with_axes(tmp_path):
     for label in labels:
         assert out.count(label) == 2  # the verdict line and the table row
     assert "reference [x]" in out
+
+
+def test_wilcoxon_only_pairs_lrs_where_the_reference_trains():
+    """A format stuck at a mediocre loss everywhere must not be cleared because the reference diverged at the
+    top LRs: the pairs there are left out (the divergence tests judge them)."""
+    l0 = 5.5
+    lrs_ok, lrs_div = [1e-3, 3e-3, 1e-2, 3e-2], [1e-1, 3e-1]
+    ref = {(lr, s): 1.5 + 0.1 * i + 0.01 * s for i, lr in enumerate(lrs_ok) for s in range(3)}
+    ref.update({(lr, s): l0 for lr in lrs_div for s in range(3)})
+    stuck = {k: 2.44 + 0.001 * k[1] for k in ref}
+    all_pairs = paired_wilcoxon(stuck, ref)
+    assert (
+        all_pairs["n_pairs"] == 18 and not all_pairs["says_otherwise"]
+    )  # what the unrestricted test concluded
+    out = paired_wilcoxon(stuck, ref, lrs=set(lrs_ok))
+    d = np.array([stuck[k] - ref[k] for k in sorted(ref) if k[0] in lrs_ok])
+    assert out["n_pairs"] == 12 == len(d)
+    assert out["p"] == pytest.approx(stats.wilcoxon(d, alternative="greater", method="exact").pvalue)
+    assert out["says_otherwise"]

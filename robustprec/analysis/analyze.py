@@ -191,7 +191,13 @@ def analyze(
                     alternative=alternative,
                     correction=correction,
                 ),
-                "wilcoxon": paired_wilcoxon(b["losses"], ref["losses"], alpha=alpha, alternative=alternative),
+                "wilcoxon": paired_wilcoxon(
+                    b["losses"],
+                    ref["losses"],
+                    alpha=alpha,
+                    alternative=alternative,
+                    lrs={lr for lr, r in ref["divergence"].items() if r.seeds and not r.diverged},
+                ),
                 "eta_c_ratio": eta_c_ratio(b["eta_c"], ref["eta_c"], level=level),
                 "delta_S": delta_s(
                     b["losses"],

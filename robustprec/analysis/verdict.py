@@ -5,7 +5,10 @@
    (`fisher_by_lr`). **(robustprec choice)** one-sided (`alternative="greater"`: the format diverges more), and a
    Holm correction over the tested η (the rule "any η says otherwise" is a family of tests).
 2. Wilcoxon signed-rank test on the paired final losses ℓ(f,η,s) − ℓ(ref,η,s) over the (η, seed) pairs both ran
-   (`paired_wilcoxon`; a diverged trial takes ℓ0, so two diverged trials tie and drop out). One-sided, greater.
+   (`paired_wilcoxon`; a diverged trial takes ℓ0). One-sided, greater. **(robustprec choice)** only at the η where
+   the reference converged in every seed, as for Fisher: where the reference diverged, the divergence tests speak,
+   and pairs there would credit a format that does not learn (a loss stuck below ℓ0, as unscaled E4M3 on the H100
+   study) for "beating" the diverged reference, enough to hide that it lost at every η that trains.
 3. η_c(f)/η_c(ref) with a CI from the two bootstrap distributions (`eta_c_ratio`); it says otherwise when the
    ratio is below 1 with confidence (CI upper end < 1, or a censored bound "below r" with r ≤ 1).
 4. ΔS = S(f) − S(ref), both against their own ℓ*, on the shared LRs and seeds, with a paired bootstrap over seeds
@@ -94,10 +97,16 @@ def paired_wilcoxon(
     *,
     alpha: float = 0.05,
     alternative: str = "greater",
+    lrs: set[float] | None = None,
 ) -> dict[str, Any]:
-    """Wilcoxon signed-rank test on d = ℓ_f − ℓ_ref over the keys (η, seed) both have (finite values only).
-    Zero differences (e.g. both diverged, both at ℓ0) are dropped, Wilcoxon's own treatment of zeros."""
-    keys = sorted(k for k in set(fmt) & set(ref) if math.isfinite(fmt[k]) and math.isfinite(ref[k]))
+    """Wilcoxon signed-rank test on d = ℓ_f − ℓ_ref over the keys (η, seed) both have (finite values only),
+    restricted to η in `lrs` when given. Zero differences (e.g. both at ℓ0) are dropped, Wilcoxon's own
+    treatment of zeros."""
+    keys = sorted(
+        k
+        for k in set(fmt) & set(ref)
+        if math.isfinite(fmt[k]) and math.isfinite(ref[k]) and (lrs is None or k[0] in lrs)
+    )
     d = np.array([fmt[k] - ref[k] for k in keys], dtype=np.float64)
     out: dict[str, Any] = {
         "n_pairs": len(d),
