@@ -162,3 +162,29 @@ def test_size_curve_power_law():
     fit = size_curve(etas, params)
     assert fit.slope == pytest.approx(-0.3) and fit.labels == ["s", "m", "l"]
     assert fit.excluded == {"x": "no parameter count"}
+
+
+def test_boundary_overview_groups_by_exponent_width_and_condition(tmp_path):
+    from robustprec.analysis.plots import boundary_overview, overview_series
+
+    def cond(value, censored=None):
+        return {"eta_c": {"value": value, "ci": [value / 2, value * 2], "censored": censored}}
+
+    conditions = {
+        "bf16": cond(0.17),
+        "sim:E8M3": cond(0.17),
+        "sim:E5M7": cond(0.027),
+        "sim:E5M2": cond(0.038),
+        "sim:E4M3": cond(0.3, "above"),
+        "fp8": cond(0.17),  # torchao, not an ExMy simulation: left out
+        "sim:E8M3[model.qk_norm=True]": cond(0.2),
+        "sim:E8M4": {"eta_c": {"value": None}},
+    }
+    series = overview_series(conditions)
+    assert list(series) == ["E4", "E5", "E8", "E8[model.qk_norm=True]"]
+    assert [(p["label"], p["x"]) for p in series["E8"]] == [("sim:E8M3", 3), ("bf16", 7)]
+    assert [p["label"] for p in series["E5"]] == ["sim:E5M2", "sim:E5M7"]
+    assert series["E4"][0]["censored"] == "above"
+    out = boundary_overview(conditions, tmp_path / "b.png")
+    assert out is not None and out.stat().st_size > 1000
+    assert boundary_overview({"fp8": cond(0.1)}, tmp_path / "none.png") is None

@@ -77,7 +77,9 @@ def divergence_heatmap(rows: Sequence[dict[str, Any]], analysis: dict[str, Any],
     ax.set_xticks(range(len(lrs)), [f"{lr:.2g}" for lr in lrs], rotation=45, ha="right")
     ax.set_yticks(range(len(formats)), formats)
     ax.set_xlabel("peak learning rate")
-    ax.set_title("divergence rate (diverged/seeds); bar = fitted η_c, > / < = censored beyond the grid")
+    ax.set_title(
+        "divergence rate (diverged/seeds)\nbar = fitted η_c, > / < = censored beyond the grid", fontsize=9
+    )
     fig.colorbar(im, ax=ax, fraction=0.04, label="divergence rate")
     return _save(fig, path)
 
@@ -249,6 +251,62 @@ def boundary(
     ax.set_xlabel(xlabel)
     ax.set_ylabel("critical LR η_c")
     ax.set_title(f"stability boundary: η_c vs {xlabel} (▲ censored above, ▼ below)")
+    return _save(fig, path)
+
+
+def overview_series(conditions: dict[str, dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """η_c points of every ExMy condition (simulated formats and the native ones with ExMy aliases, e.g. bf16 =
+    E8M7), grouped by exponent width and condition suffix (`[axis=...]`, `@model`): {series: points sorted by
+    mantissa bits}. Backends that are not an ExMy simulation (fp8 via torchao, te) are left out."""
+    from robustprec.numerics.formats import parse_format
+
+    series: dict[str, list[dict[str, Any]]] = {}
+    for label, r in conditions.items():
+        cut = min((i for i in (label.find("["), label.find("@")) if i >= 0), default=len(label))
+        name, suffix = label[:cut], label[cut:]
+        try:
+            fmt = parse_format(name.removeprefix("sim:"))
+        except ValueError:
+            continue
+        eta = r.get("eta_c") or {}
+        if eta.get("value") is None:
+            continue
+        point = {
+            "x": fmt.man_bits,
+            "value": eta["value"],
+            "ci": eta.get("ci"),
+            "censored": eta.get("censored"),
+        }
+        series.setdefault(f"E{fmt.exp_bits}{suffix}", []).append({**point, "label": name})
+    return {k: sorted(v, key=lambda p: p["x"]) for k, v in sorted(series.items())}
+
+
+def boundary_overview(conditions: dict[str, dict[str, Any]], path: Path) -> Path | None:
+    """One figure for the whole ladder: η_c (bootstrap CI bars; ▲/▼ censored) against mantissa bits, one line per
+    exponent width (and condition), so exponent cuts and mantissa cuts read off the same axes."""
+    series = overview_series(conditions)
+    if not series:
+        return None
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for i, (name, pts) in enumerate(series.items()):
+        color = f"C{i % 10}"
+        xs = [float(p["x"]) for p in pts]
+        ys = [float(p["value"]) for p in pts]
+        ax.plot(xs, ys, color=color, alpha=0.6, label=name)
+        for p, x, y in zip(pts, xs, ys, strict=True):
+            ci, censored = p.get("ci"), p.get("censored")
+            if ci and all(v is not None and math.isfinite(v) for v in ci) and not censored:
+                ax.errorbar([x], [y], yerr=[[y - ci[0]], [ci[1] - y]], fmt="o", color=color, capsize=3)
+            else:
+                marker = "^" if censored == "above" else "v" if censored == "below" else "o"
+                ax.plot([x], [y], marker=marker, mfc="none", color=color, ms=9)
+            ax.annotate(p["label"], (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
+    ax.set_yscale("log")
+    ax.set_xlabel("mantissa bits")
+    ax.set_ylabel("critical LR η_c (P(diverge) = 0.5)")
+    ax.set_title("stability boundary per exponent width (bars: 95% CI; ▲ > grid, ▼ < grid)", fontsize=9)
+    ax.legend(fontsize=7)
     return _save(fig, path)
 
 

@@ -87,6 +87,7 @@ def _plots(frame: Frame, data: dict[str, Any], out: Path) -> list[tuple[str, Pat
     made: list[tuple[str, Path | None]] = [
         ("Divergence rate per format and learning rate", plots.divergence_heatmap(rows, data["formats"], out / "divergence.png")),
         ("Final loss against learning rate", plots.loss_vs_lr(rows, l0, out / "loss_vs_lr.png")),
+        ("Stability boundary: η_c against mantissa bits, per exponent width", plots.boundary_overview(data["formats"], out / "boundary.png")),
         ("Loss curves per cell", plots.loss_curves(rows, out / "curves.png")),
         ("Sharpness and numerics telemetry", plots.telemetry(rows, out / "telemetry.png")),
     ]  # fmt: skip
