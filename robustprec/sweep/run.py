@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import logging
 import os
 import shutil
 import threading
@@ -351,6 +352,9 @@ def _fit(plan: SweepPlan, pending: list[TrialSpec], resumed: bool) -> None:
     ensure_ray(
         log_to_driver=False
     )  # trials' own lines would flood the progress view; records hold everything
+    # On an interrupted sweep Tune warns once per trial that never started ("Could not fetch metrics"), a wall of
+    # false alarms: the records say what is pending, and the resume hint is printed by the CLI.
+    logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
     specs = {s.trial_id: s.to_dict() for s in plan.trials}
     resources = {s.trial_id: _trial_resources(s) for s in plan.trials}
     trainable = tune.with_resources(
