@@ -185,6 +185,7 @@ def test_boundary_overview_groups_by_exponent_width_and_condition(tmp_path):
     assert [(p["label"], p["x"]) for p in series["E8"]] == [("sim:E8M3", 3), ("bf16", 7)]
     assert [p["label"] for p in series["E5"]] == ["sim:E5M2", "sim:E5M7"]
     assert series["E4"][0]["censored"] == "above"
+    assert [p["native"] for p in series["E8"]] == [False, True]  # bf16 casts every op: marked apart
     out = boundary_overview(conditions, tmp_path / "b.png")
     assert out is not None and out.stat().st_size > 1000
     assert boundary_overview({"fp8": cond(0.1)}, tmp_path / "none.png") is None

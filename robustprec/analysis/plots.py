@@ -277,7 +277,8 @@ def overview_series(conditions: dict[str, dict[str, Any]]) -> dict[str, list[dic
             "ci": eta.get("ci"),
             "censored": eta.get("censored"),
         }
-        series.setdefault(f"E{fmt.exp_bits}{suffix}", []).append({**point, "label": name})
+        native = not name.startswith("sim:")  # casts every op, not only GEMM operands: drawn apart (square)
+        series.setdefault(f"E{fmt.exp_bits}{suffix}", []).append({**point, "label": name, "native": native})
     return {k: sorted(v, key=lambda p: p["x"]) for k, v in sorted(series.items())}
 
 
@@ -296,16 +297,20 @@ def boundary_overview(conditions: dict[str, dict[str, Any]], path: Path) -> Path
         ax.plot(xs, ys, color=color, alpha=0.6, label=name)
         for p, x, y in zip(pts, xs, ys, strict=True):
             ci, censored = p.get("ci"), p.get("censored")
+            shape = "s" if p.get("native") else "o"
             if ci and all(v is not None and math.isfinite(v) for v in ci) and not censored:
-                ax.errorbar([x], [y], yerr=[[y - ci[0]], [ci[1] - y]], fmt="o", color=color, capsize=3)
+                ax.errorbar([x], [y], yerr=[[y - ci[0]], [ci[1] - y]], fmt=shape, color=color, capsize=3)
             else:
-                marker = "^" if censored == "above" else "v" if censored == "below" else "o"
+                marker = "^" if censored == "above" else "v" if censored == "below" else shape
                 ax.plot([x], [y], marker=marker, mfc="none", color=color, ms=9)
-            ax.annotate(p["label"], (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
+            name = p["label"] + (" (native)" if p.get("native") else "")
+            ax.annotate(name, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
     ax.set_yscale("log")
     ax.set_xlabel("mantissa bits")
     ax.set_ylabel("critical LR η_c (P(diverge) = 0.5)")
-    ax.set_title("stability boundary per exponent width (bars: 95% CI; ▲ > grid, ▼ < grid)", fontsize=9)
+    ax.set_title(
+        "stability boundary per exponent width (bars: 95% CI; ▲ > grid, ▼ < grid; ■ native cast)", fontsize=9
+    )
     ax.legend(fontsize=7)
     return _save(fig, path)
 
