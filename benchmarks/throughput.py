@@ -32,7 +32,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -47,7 +46,7 @@ from robustprec.model.transformer import build_model
 from robustprec.numerics.backends import make_backend
 from robustprec.provenance import device_name
 from robustprec.train.engine import param_groups
-from robustprec.train.loop import train
+from robustprec.train.loop import to_batch, train
 
 PROFILE_STEPS = 3
 REFERENCE = "bf16 (independent GPT)"
@@ -266,9 +265,28 @@ def timed_loop(
     return res
 
 
-def _batch(rows: np.ndarray, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    t = torch.from_numpy(rows).to(device, non_blocking=True)
-    return t[:, :-1], t[:, 1:]
+def _plain_step(
+    stream: BatchStream,
+    micro_batch_size: int,
+    device: torch.device,
+    loss_of: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    model: nn.Module,
+    opt: torch.optim.Optimizer,
+    clip: float,
+) -> Callable[[int], None]:
+    """One optimizer step of a plain loop: accumulate the micro-batches' mean loss, clip, step."""
+    params = [p for p in model.parameters() if p.requires_grad]
+
+    def step(s: int) -> None:
+        micro = stream.micro_batches(s, 0, 1, micro_batch_size)
+        for rows in micro:
+            x, y = to_batch(rows, device)
+            (loss_of(x, y) / len(micro)).backward()
+        torch.nn.utils.clip_grad_norm_(params, clip)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    return step
 
 
 def run_plain(
@@ -288,19 +306,16 @@ def run_plain(
     opt = torch.optim.AdamW(
         param_groups(model, o.weight_decay), lr=o.lr, betas=o.betas, eps=o.eps, fused=device.type == "cuda"
     )
-    params = [p for p in model.parameters() if p.requires_grad]
     fwd = torch.compile(model) if cfg.train.compile else model
-    clip = o.grad_clip if o.grad_clip > 0 else math.inf
-
-    def step(s: int) -> None:
-        micro = stream.micro_batches(s, 0, 1, cfg.train.micro_batch_size)
-        for rows in micro:
-            x, y = _batch(rows, device)
-            (fwd(x, y)["loss"] / len(micro)).backward()
-        torch.nn.utils.clip_grad_norm_(params, clip)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-
+    step = _plain_step(
+        stream,
+        cfg.train.micro_batch_size,
+        device,
+        lambda x, y: fwd(x, y)["loss"],
+        model,
+        opt,
+        o.grad_clip if o.grad_clip > 0 else math.inf,
+    )
     return timed_loop(step, warm, timed, geo, device, profile)
 
 
@@ -363,17 +378,11 @@ def run_reference(
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.optim.lr, fused=device.type == "cuda")
     fwd = torch.compile(model) if cfg.train.compile else model
 
-    def step(s: int) -> None:
-        micro = stream.micro_batches(s, 0, 1, cfg.train.micro_batch_size)
-        for rows in micro:
-            x, y = _batch(rows, device)
-            with torch.autocast(device.type, dtype=torch.bfloat16):
-                loss = fwd(x, y) / len(micro)
-            loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
+    def loss(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(device.type, dtype=torch.bfloat16):
+            return fwd(x, y)
 
+    step = _plain_step(stream, cfg.train.micro_batch_size, device, loss, model, opt, 1.0)
     return timed_loop(step, warm, timed, geo, device, profile)
 
 

@@ -84,7 +84,8 @@ def _prune_checkpoints(ckpt_dir: Path, keep: int) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def _to_batch(rows: np.ndarray, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+def to_batch(rows: np.ndarray, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token rows (seq_len + 1 wide) on `device` as (inputs, next-token targets)."""
     t = torch.from_numpy(rows).to(device, non_blocking=True)
     return t[:, :-1], t[:, 1:]
 
@@ -190,7 +191,7 @@ def train(
         with torch.no_grad():
             mb = cfg.train.micro_batch_size
             for i in range(0, len(eval_rows_local), mb):
-                x, y = _to_batch(eval_rows_local[i : i + mb], device)
+                x, y = to_batch(eval_rows_local[i : i + mb], device)
                 res = engine(x, y, return_logits=True, telemetry=i == 0)
                 ce_sum += float(res["ce_loss"]) * y.numel()
                 count += y.numel()
@@ -237,7 +238,7 @@ def train(
         loss_acc = torch.zeros((), dtype=torch.float64, device=device)
         grad_norm: float | None = None
         for j, rows in enumerate(micro):
-            x, y = _to_batch(rows, device)
+            x, y = to_batch(rows, device)
             res = engine(x, y)
             engine.backward(res["loss"])
             loss_acc += res["ce_loss"].double()
