@@ -165,27 +165,28 @@ def test_size_curve_power_law():
 
 
 def test_boundary_overview_groups_by_exponent_width_and_condition(tmp_path):
-    from robustprec.analysis.plots import boundary_overview, overview_series
+    """Series come from the conditions' own fields: exponent width from the format, suffix from the label
+    (`@model` here), fp8 (torchao, not an ExMy simulation) left out, bf16 kept as a native E8M7 point."""
+    from robustprec.analysis.analyze import analyze, overview_series
+    from robustprec.analysis.frame import Frame
+    from robustprec.analysis.plots import boundary_overview
+    from tests.test_analysis_verdict import sweep_rows
 
-    def cond(value, censored=None):
-        return {"eta_c": {"value": value, "ci": [value / 2, value * 2], "censored": censored}}
-
-    conditions = {
-        "bf16": cond(0.17),
-        "sim:E8M3": cond(0.17),
-        "sim:E5M7": cond(0.027),
-        "sim:E5M2": cond(0.038),
-        "sim:E4M3": cond(0.3, "above"),
-        "fp8": cond(0.17),  # torchao, not an ExMy simulation: left out
-        "sim:E8M3[model.qk_norm=True]": cond(0.2),
-        "sim:E8M4": {"eta_c": {"value": None}},
-    }
-    series = overview_series(conditions)
-    assert list(series) == ["E4", "E5", "E8", "E8[model.qk_norm=True]"]
-    assert [(p["label"], p["x"]) for p in series["E8"]] == [("sim:E8M3", 3), ("bf16", 7)]
-    assert [p["label"] for p in series["E5"]] == ["sim:E5M2", "sim:E5M7"]
-    assert series["E4"][0]["censored"] == "above"
-    assert [p["native"] for p in series["E8"]] == [False, True]  # bf16 casts every op: marked apart
-    out = boundary_overview(conditions, tmp_path / "b.png")
+    rows = sweep_rows()
+    rows += [{**r, "numerics.backend": "fp8"} for r in rows if r["numerics.backend"] == "bf16"]
+    for r in rows:
+        if r["numerics.backend"] == "sim:E8M7":
+            r["model.preset"] = "nano"
+    analysis = analyze(Frame.from_rows(rows), n_boot=100)
+    series = overview_series(analysis)
+    assert list(series) == ["E8@nano", "E8@tiny"]
+    assert [(p["label"], p["x"], p["native"]) for p in series["E8@tiny"]] == [
+        ("sim:E8M3", 3, False),
+        ("bf16", 7, True),
+    ]
+    assert [p["label"] for p in series["E8@nano"]] == ["sim:E8M7"]
+    e83 = analysis.conditions["sim:E8M3@tiny"].eta_c
+    assert series["E8@tiny"][0]["value"] == e83.value and series["E8@tiny"][0]["censored"] == e83.censored
+    out = boundary_overview(series, tmp_path / "b.png")
     assert out is not None and out.stat().st_size > 1000
-    assert boundary_overview({"fp8": cond(0.1)}, tmp_path / "none.png") is None
+    assert boundary_overview({}, tmp_path / "none.png") is None

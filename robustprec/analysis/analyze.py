@@ -100,6 +100,31 @@ def _labels(frame: Frame, conds: list[tuple[Any, ...]]) -> dict[tuple[Any, ...],
     return out
 
 
+def overview_series(analysis: Analysis) -> dict[str, list[dict[str, Any]]]:
+    """η_c points of every ExMy condition (simulated formats and native ones with an ExMy alias, bf16 = E8M7),
+    grouped by exponent width plus the condition's label suffix (`@model`, `[axis=...]`), each sorted by mantissa
+    bits: {series: [{x, value, ci, censored, label, native}]}. Non-ExMy backends (fp8 via torchao, te) are left
+    out; native formats cast every op, not only GEMM operands, so they are marked (`native`) and not fitted."""
+    from robustprec.numerics.formats import parse_format
+
+    series: dict[str, list[dict[str, Any]]] = {}
+    for r in analysis.conditions.values():
+        try:
+            fmt = parse_format(r.format.removeprefix("sim:"))
+        except ValueError:
+            continue
+        if r.eta_c.value is None:
+            continue
+        point = {
+            "x": fmt.man_bits,
+            **r.eta_c.to_dict(),
+            "label": r.format,
+            "native": not r.format.startswith("sim:"),
+        }
+        series.setdefault(f"E{fmt.exp_bits}{r.label.removeprefix(r.format)}", []).append(point)
+    return {k: sorted(v, key=lambda p: p["x"]) for k, v in sorted(series.items())}
+
+
 def condition_labels(frame: Frame) -> dict[tuple[Any, ...], str]:
     """The label of each condition tuple (`Frame.condition_keys` order) of the outcome trials, as `analyze` keys
     its results: the format, `@model` if several, `[axis=value,...]` for extra axes that vary."""

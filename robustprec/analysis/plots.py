@@ -254,38 +254,10 @@ def boundary(
     return _save(fig, path)
 
 
-def overview_series(conditions: dict[str, dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
-    """η_c points of every ExMy condition (simulated formats and the native ones with ExMy aliases, e.g. bf16 =
-    E8M7), grouped by exponent width and condition suffix (`[axis=...]`, `@model`): {series: points sorted by
-    mantissa bits}. Backends that are not an ExMy simulation (fp8 via torchao, te) are left out."""
-    from robustprec.numerics.formats import parse_format
-
-    series: dict[str, list[dict[str, Any]]] = {}
-    for label, r in conditions.items():
-        cut = min((i for i in (label.find("["), label.find("@")) if i >= 0), default=len(label))
-        name, suffix = label[:cut], label[cut:]
-        try:
-            fmt = parse_format(name.removeprefix("sim:"))
-        except ValueError:
-            continue
-        eta = r.get("eta_c") or {}
-        if eta.get("value") is None:
-            continue
-        point = {
-            "x": fmt.man_bits,
-            "value": eta["value"],
-            "ci": eta.get("ci"),
-            "censored": eta.get("censored"),
-        }
-        native = not name.startswith("sim:")  # casts every op, not only GEMM operands: drawn apart (square)
-        series.setdefault(f"E{fmt.exp_bits}{suffix}", []).append({**point, "label": name, "native": native})
-    return {k: sorted(v, key=lambda p: p["x"]) for k, v in sorted(series.items())}
-
-
-def boundary_overview(conditions: dict[str, dict[str, Any]], path: Path) -> Path | None:
+def boundary_overview(series: dict[str, list[dict[str, Any]]], path: Path) -> Path | None:
     """One figure for the whole ladder: η_c (bootstrap CI bars; ▲/▼ censored) against mantissa bits, one line per
-    exponent width (and condition), so exponent cuts and mantissa cuts read off the same axes."""
-    series = overview_series(conditions)
+    exponent width (and condition), so exponent cuts and mantissa cuts read off the same axes. `series` as
+    `analyze.overview_series` makes it; native formats (`native`) are drawn as squares."""
     if not series:
         return None
     plt = _plt()

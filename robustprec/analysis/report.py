@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from robustprec.analysis import plots
-from robustprec.analysis.analyze import Analysis, analyze, boundary_curves, condition_labels
+from robustprec.analysis.analyze import Analysis, analyze, boundary_curves, condition_labels, overview_series
 from robustprec.analysis.frame import Frame, attach_curve_summaries, attach_summaries
 from robustprec.analysis.load import LoadedSweep, load_sweep
 from robustprec.analysis.metrics import l0_by_model
@@ -80,14 +80,14 @@ def plot_rows(frame: Frame) -> list[dict[str, Any]]:
     return [{**r, "format": labels[tuple(r[k] for k in keys)]} for r in rows]
 
 
-def _plots(frame: Frame, data: dict[str, Any], out: Path) -> list[tuple[str, Path]]:
+def _plots(frame: Frame, analysis: Analysis, data: dict[str, Any], out: Path) -> list[tuple[str, Path]]:
     rows = plot_rows(frame)
     known = [v for v in l0_by_model(frame).values() if math.isfinite(v)]  # the ℓ0 the metrics use
     l0 = float(np.median(known)) if known else None
     made: list[tuple[str, Path | None]] = [
         ("Divergence rate per format and learning rate", plots.divergence_heatmap(rows, data["formats"], out / "divergence.png")),
         ("Final loss against learning rate", plots.loss_vs_lr(rows, l0, out / "loss_vs_lr.png")),
-        ("Stability boundary: η_c against mantissa bits, per exponent width", plots.boundary_overview(data["formats"], out / "boundary.png")),
+        ("Stability boundary: η_c against mantissa bits, per exponent width", plots.boundary_overview(overview_series(analysis), out / "boundary.png")),
         ("Loss curves per cell", plots.loss_curves(rows, out / "curves.png")),
         ("Sharpness and numerics telemetry", plots.telemetry(rows, out / "telemetry.png")),
     ]  # fmt: skip
@@ -213,10 +213,10 @@ def run_analysis(
     """Analyze the sweep whose MLflow parent run is `run_id`; write the report into `out_dir`
     (default `analysis/<run_id>`) and, with `log_back`, attach it to the parent run."""
     loaded = load_sweep(run_id, tracking_uri)
-    _, data, frame = analyze_sweep(loaded, reference)
+    analysis, data, frame = analyze_sweep(loaded, reference)
     out = Path(out_dir or Path("analysis") / run_id)
     out.mkdir(parents=True, exist_ok=True)
-    images = _plots(frame, data, out)
+    images = _plots(frame, analysis, data, out)
     (out / ANALYSIS_FILE).write_text(json.dumps(data, indent=1, default=str) + "\n")
     markdown = render_markdown(data, images)
     (out / REPORT_MD).write_text(markdown)
