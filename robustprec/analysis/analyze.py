@@ -28,7 +28,15 @@ from robustprec.analysis.metrics import (
     lr_sensitivity,
     trial_losses,
 )
-from robustprec.analysis.verdict import Verdict, delta_s, eta_c_ratio, fisher_by_lr, judge, paired_wilcoxon
+from robustprec.analysis.verdict import (
+    Verdict,
+    delta_s,
+    eta_c_ratio,
+    fisher_by_lr,
+    judge,
+    paired_wilcoxon,
+    reference_stable_lrs,
+)
 
 __all__ = ["RESULT_KEYS", "Analysis", "ConditionResult", "analyze", "analyze_frame", "boundary_curves"]
 
@@ -221,7 +229,7 @@ def analyze(
                     ref["losses"],
                     alpha=alpha,
                     alternative=alternative,
-                    lrs={lr for lr, r in ref["divergence"].items() if r.seeds and not r.diverged},
+                    lrs=reference_stable_lrs(ref["divergence"]),
                 ),
                 "eta_c_ratio": eta_c_ratio(b["eta_c"], ref["eta_c"], level=level),
                 "delta_S": delta_s(

@@ -41,6 +41,7 @@ __all__ = [
     "holm",
     "judge",
     "paired_wilcoxon",
+    "reference_stable_lrs",
 ]
 
 CATEGORIES = ("reference", "as_robust", "less_robust", "inconclusive")
@@ -58,6 +59,11 @@ def holm(p: list[float]) -> list[float]:
     return adj
 
 
+def reference_stable_lrs(ref: Mapping[float, DivergenceRate]) -> set[float]:
+    """The η where the reference ran and converged in every seed: where Fisher and the paired-loss test look."""
+    return {lr for lr, r in ref.items() if r.seeds and not r.diverged}
+
+
 def fisher_by_lr(
     fmt: Mapping[float, DivergenceRate],
     ref: Mapping[float, DivergenceRate],
@@ -69,9 +75,9 @@ def fisher_by_lr(
     """Fisher's exact test of [[div_f, conv_f], [div_ref, conv_ref]] at each shared η where the reference
     converged in every seed. `correction`: "holm" or "none"."""
     tests: list[dict[str, Any]] = []
-    for lr in sorted(set(fmt) & set(ref)):
+    for lr in sorted(set(fmt) & reference_stable_lrs(ref)):
         f, r = fmt[lr], ref[lr]
-        if r.diverged or not r.seeds or not f.seeds:
+        if not f.seeds:
             continue
         table = [[f.diverged, f.seeds - f.diverged], [r.diverged, r.seeds - r.diverged]]
         res = stats.fisher_exact(table, alternative=alternative)
