@@ -19,7 +19,7 @@ objects, hooks and state_dict keys are unchanged (optimizers and DeepSpeed/ZeRO 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from fnmatch import fnmatchcase
 from typing import Any
 
@@ -35,6 +35,7 @@ __all__ = ["OPERANDS", "SimLinear", "SimulatedHandle", "apply_simulated"]
 OPERANDS = ("act", "weight", "grad")
 DEFAULT_EXCLUDE = ("*embed*", "*lm_head*", "*wte*", "*wpe*")
 _AUTOCAST_DEVICES = ("cpu", "cuda", "xpu", "hpu", "mps")
+EVAL_SEED = 0x5EED_E7A1  # the evaluation stream of stochastic rounding (fixed: evals are comparable across steps)
 
 
 class _Telemetry:
@@ -170,10 +171,11 @@ class SimLinear(nn.Linear):
 class SimulatedHandle:
     """Result of `apply_simulated`: the converted modules, their formats, telemetry and `remove()`."""
 
-    def __init__(self, modules: dict[str, SimLinear], formats: dict[str, FloatFormat], telemetry: _Telemetry):
+    def __init__(self, modules: dict[str, SimLinear], formats: dict[str, FloatFormat], state: _SimState):
         self.modules = modules
         self.formats = formats
-        self._telemetry = telemetry
+        self._state = state
+        self._telemetry = state.telemetry
 
     @property
     def names(self) -> list[str]:
@@ -195,6 +197,31 @@ class SimulatedHandle:
         ``{kind}_underflow_frac`` (nonzero elements that became zero), for kind in the quantized operands.
         """
         return self._telemetry.pop()
+
+    def state_dict(self) -> dict[str, Any]:
+        """The stochastic-rounding stream's state (what a checkpoint must hold for an exact resume)."""
+        gen = self._state.generator
+        return {"generator": None if gen is None else gen.get_state()}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore the state saved by `state_dict` (the same stream continues where it stopped)."""
+        gen = self._state.generator
+        if gen is not None and state.get("generator") is not None:
+            gen.set_state(state["generator"].cpu())
+
+    @contextlib.contextmanager
+    def evaluation(self) -> Iterator[None]:
+        """Forwards inside the block round stochastically from a fixed evaluation stream (reseeded on every
+        entry) and neither draw from nor advance the training stream, nor add to the telemetry counters."""
+        state, tele = self._state, self._telemetry
+        train_gen, enabled = state.generator, tele.enabled
+        if train_gen is not None:
+            state.generator = torch.Generator(device=train_gen.device).manual_seed(EVAL_SEED)
+        tele.enabled = False
+        try:
+            yield
+        finally:
+            state.generator, tele.enabled = train_gen, enabled
 
     def remove(self) -> None:
         """Turn the converted modules back into plain `nn.Linear`."""
@@ -275,4 +302,4 @@ def apply_simulated(
         mod.__class__ = SimLinear
         mod._sim = state
         converted[name] = mod  # type: ignore[assignment]
-    return SimulatedHandle(converted, formats, telemetry)
+    return SimulatedHandle(converted, formats, state)
