@@ -11,7 +11,7 @@ SDPA, grad clip), and their ratio; then per preset each backend's speedup over b
 the trainer's own `step_time_s` (its loss read-back synchronises), the plain loop's `torch.cuda.synchronize()`.
 
 --profile: torch.profiler over 3 steps after the timed ones (one profiler warm-up step first), for the plain
-loop and for the trainer (stepped from `train()`'s `on_step` callback, so start-up is never recorded): CUDA
+loop and for the trainer (stepped from a `Console` callback of `train()`, so start-up is never recorded): CUDA
 kernel time per step by category, step wall time, GPU-busy fraction (kernel time / wall), GEMM and attention
 TFLOP/s. On CPU the categories come from CPU op self times.
 --reference-gpt: also an independent minimal GPT-2 (defined below) for gpt2-flavoured presets, bf16, plain loop.
@@ -47,6 +47,7 @@ from robustprec.numerics.backends import make_backend
 from robustprec.provenance import device_name
 from robustprec.train.engine import param_groups
 from robustprec.train.loop import to_batch, train
+from robustprec.train.reporting import Console
 
 PROFILE_STEPS = 3
 REFERENCE = "bf16 (independent GPT)"
@@ -223,7 +224,7 @@ def make_config(args: argparse.Namespace, preset: str, backend: str, steps: int)
 
 
 def run_robustprec(cfg: Config, geo: Geometry, warm: int, timed: int, profile: bool) -> LoopResult:
-    """Time `train()` between its `on_step` callbacks (so its per-step bookkeeping counts), steps `warm ..
+    """Time `train()` between its per-row `Console` callbacks (so its per-step bookkeeping counts), steps `warm ..
     timed-1`. `cfg.train.steps` must leave one step past those (and the profiled ones): the last step evaluates."""
     cuda = torch.cuda.is_available()
     clock = StepClock(cuda, profile_after=timed if profile else None)
@@ -234,7 +235,7 @@ def run_robustprec(cfg: Config, geo: Geometry, warm: int, timed: int, profile: b
         clock.step()
 
     with tempfile.TemporaryDirectory() as tmp, clock:
-        summary = train(cfg, Path(tmp) / "run", on_step=on_step)
+        summary = train(cfg, Path(tmp) / "run", callbacks=[Console(on_step)])
     res = LoopResult(clock.step_seconds(warm, timed), geo.tokens_per_step)
     own = [r["step_time_s"] for r in rows if warm <= r["step"] < timed]  # the trainer's own step timer
     res.extra = {
@@ -299,8 +300,7 @@ def run_plain(
     profile: bool,
 ) -> LoopResult:
     """The plain loop: robustprec's model and numerics backend, no engine, no records."""
-    model = build_model(geo.spec, seed=cfg.effective_init_seed)
-    make_backend(cfg.numerics, device).prepare_model(model)
+    model = make_backend(cfg.numerics, device).wrap(build_model(geo.spec, seed=cfg.effective_init_seed))
     model.to(device)
     o = cfg.optim
     opt = torch.optim.AdamW(
@@ -538,7 +538,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         run_preset(args, preset, device, peak, out)
     if args.profile:
         out["notes"].append(
-            "robustprec's trainer is profiled through train()'s on_step callback (its set-up is not recorded); "
+            "robustprec's trainer is profiled through a train() callback (its set-up is not recorded); "
             "GEMM TFLOP/s counts 6 x matmul weights x tokens, attention TFLOP/s the rest of training_flops_per_token"
         )
     print_report(out)

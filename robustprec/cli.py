@@ -113,9 +113,10 @@ def train(
         return
 
     from robustprec.train.loop import train as run_training
+    from robustprec.train.reporting import Console
 
     with TrainProgress(cfg.train.steps) as progress:
-        summary = run_training(cfg, run_dir, resume=resume, on_step=progress.update)
+        summary = run_training(cfg, run_dir, resume=resume, callbacks=[Console(progress.update)])
     print_summary(summary, run_dir)
 
 

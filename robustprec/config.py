@@ -69,6 +69,9 @@ class NumericsConfig(_Strict):
     operands: list[Literal["act", "weight", "grad"]] = Field(
         default_factory=lambda: ["act", "weight", "grad"]
     )
+    fp16_initial_scale_power: int = Field(
+        default=16, ge=0, le=64, description="fp16: the dynamic loss scale starts at 2**power"
+    )
     include: list[str] = Field(default_factory=lambda: ["*"])
     exclude: list[str] = Field(default_factory=lambda: ["*wte*", "*wpe*", "*embed*", "*lm_head*"])
 
@@ -123,6 +126,11 @@ class TrainConfig(_Strict):
     seq_len: int = Field(default=128, gt=1)
     eval_interval: int = Field(default=50, gt=0)
     eval_sequences: int = Field(default=256, gt=0)
+    telemetry_interval: int = Field(
+        default=10,
+        gt=0,
+        description="steps between readings of numerics counters and early-warning monitors (and the last step)",
+    )
     checkpoint_interval: int = Field(default=0, ge=0, description="0 disables checkpoints")
     keep_checkpoints: int = Field(default=1, gt=0)
     zero_stage: Literal[0, 1, 2, 3] = 0

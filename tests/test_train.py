@@ -1,12 +1,14 @@
 """End-to-end trials of the real trainer (DeepSpeed engine, gloo, CPU) at tiny size."""
 
 import json
+import math
 import os
 import subprocess
 import sys
 
 import pyarrow.parquet as pq
 import pytest
+import torch
 
 from robustprec.config import load_config
 from robustprec.train.loop import train
@@ -18,6 +20,31 @@ def run(tmp_path, name, **overrides):
     summary = train(cfg, tmp_path / name)
     curve = pq.read_table(tmp_path / name / "curve.parquet")
     return summary, curve
+
+
+def test_early_warning_monitors_equal_a_direct_computation(tmp_path):
+    """grad RMS / Adam eps and the update/parameter norm ratio, recomputed from two checkpoints' weights."""
+    from robustprec.train.checkpoint import latest_checkpoint
+
+    sets = {
+        "train.steps": 8,
+        "train.checkpoint_interval": 1,
+        "train.keep_checkpoints": 8,
+        "train.telemetry_interval": 4,
+    }
+    _, curve = run(tmp_path, "ew", **sets)
+    states = [torch.load(p / "mp_rank_00_model_states.pt", weights_only=False)["module"]
+              for p in sorted((tmp_path / "ew" / "checkpoints").glob("step-*"))]  # fmt: skip
+    assert latest_checkpoint(tmp_path / "ew" / "checkpoints") is not None and len(states) == 7
+    before, after = states[2], states[3]  # after steps 2 and 3: step 3 is the first telemetry step
+    names = [n for n in before if before[n].dtype.is_floating_point]
+    delta = math.sqrt(sum(float((after[n].double() - before[n].double()).pow(2).sum()) for n in names))
+    norm = math.sqrt(sum(float(before[n].double().pow(2).sum()) for n in names))
+    assert curve["update_ratio"][3].as_py() == pytest.approx(delta / norm, rel=1e-6)
+    mats = [float((after[n].double() - before[n].double()).norm() / before[n].double().norm())
+            for n in names if before[n].dim() >= 2]  # fmt: skip
+    assert curve["update_ratio_max"][3].as_py() == pytest.approx(max(mats), rel=1e-6)
+    assert curve["grad_rms_over_eps"][3].as_py() > 1.0 and curve["update_ratio"][2].as_py() is None
 
 
 def test_healthy_run_converges_and_writes_the_run_directory(tmp_path):
@@ -81,10 +108,18 @@ def test_forced_divergence_is_classified_and_stops_early(tmp_path):
 
 @pytest.mark.parametrize("stage", [1, 2, 3])
 def test_zero_stages_match_stage_zero(tmp_path, stage):
-    _, ref = run(tmp_path, "z0", **{"train.steps": 12})
-    _, z = run(tmp_path, f"z{stage}", **{"train.steps": 12, "train.zero_stage": stage})
+    _, ref = run(tmp_path, "z0", **{"train.steps": 12, "train.telemetry_interval": 4})
+    _, z = run(
+        tmp_path, f"z{stage}", **{"train.steps": 12, "train.zero_stage": stage, "train.telemetry_interval": 4}
+    )
     assert z["loss"].to_pylist() == pytest.approx(ref["loss"].to_pylist(), rel=1e-5)
     assert z["grad_norm"].to_pylist() == pytest.approx(ref["grad_norm"].to_pylist(), rel=1e-4)
+    # early-warning monitors read gathered gradients and master weights at every stage
+    for col in ("grad_rms_over_eps", "grad_rms_over_eps_min", "update_ratio", "update_ratio_max"):
+        assert z[col].is_null().to_pylist() == ref[col].is_null().to_pylist(), col
+        assert z[col].drop_null().to_pylist() == pytest.approx(ref[col].drop_null().to_pylist(), rel=1e-4), (
+            col
+        )
 
 
 def test_bf16_backend_trains_close_to_fp32(tmp_path):

@@ -1,15 +1,16 @@
 """Decoder-only transformer with GPT-2 and Llama flavours, qk-norm and z-loss options, SDPA attention.
 
+A pure model: it knows nothing about numerics (a backend wraps it from outside, see `numerics.backends`) or
+monitoring (monitors attach forward hooks, e.g. on `CausalAttention` to see the queries and keys of every layer).
+
 Module names are stable because numerics backends select GEMMs by glob on them:
 `wte`, `wpe`, `blocks.{i}.attn.{qkv,proj}`, `blocks.{i}.mlp.{fc,proj}` (gpt2) or `{gate,up,down}` (llama),
-`norm_f`, `lm_head`.
+`blocks.{i}.attn.core` (the attention kernel, no parameters), `norm_f`, `lm_head`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import math
-from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -40,6 +41,14 @@ def _apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
     return torch.cat((x1 * c - x2 * s, x1 * s + x2 * c), dim=-1)
 
 
+class CausalAttention(nn.Module):
+    """softmax(q kᵀ / √d + causal mask) v through `scaled_dot_product_attention`: a module of its own so that a
+    forward hook sees the queries and keys that form the attention logits."""
+
+    def forward(self, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+        return F.scaled_dot_product_attention(q, k, v, is_causal=True)
+
+
 class Attention(nn.Module):
     """Causal multi-head self-attention through `scaled_dot_product_attention`."""
 
@@ -51,10 +60,9 @@ class Attention(nn.Module):
         self.proj = nn.Linear(spec.d_model, spec.d_model, bias=bias)
         self.q_norm = _norm(spec, spec.head_dim) if spec.qk_norm else None
         self.k_norm = _norm(spec, spec.head_dim) if spec.qk_norm else None
+        self.core = CausalAttention()
 
-    def forward(
-        self, x: Tensor, rope: tuple[Tensor, Tensor] | None, telemetry: dict[str, Any] | None
-    ) -> Tensor:
+    def forward(self, x: Tensor, rope: tuple[Tensor, Tensor] | None) -> Tensor:
         b, t, d = x.shape
         h, hd = self.spec.n_heads, self.spec.head_dim
         q, k, v = self.qkv(x).view(b, t, 3, h, hd).permute(2, 0, 3, 1, 4)
@@ -62,14 +70,7 @@ class Attention(nn.Module):
             q, k = self.q_norm(q), self.k_norm(k)
         if rope is not None:
             q, k = _apply_rope(q, *rope), _apply_rope(k, *rope)
-        if telemetry is not None:
-            with torch.no_grad():
-                scores = (q.float() @ k.float().transpose(-1, -2)) / math.sqrt(hd)
-                mask = torch.ones(t, t, dtype=torch.bool, device=x.device).tril()
-                telemetry.setdefault("max_attn_logit", []).append(
-                    scores.masked_fill(~mask, -math.inf).amax().item()
-                )
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        y = self.core(q, k, v)
         return self.proj(y.transpose(1, 2).reshape(b, t, d))
 
 
@@ -103,16 +104,14 @@ class Block(nn.Module):
         self.norm2 = _norm(spec, spec.d_model)
         self.mlp = MLP(spec)
 
-    def forward(
-        self, x: Tensor, rope: tuple[Tensor, Tensor] | None, telemetry: dict[str, Any] | None
-    ) -> Tensor:
-        x = x + self.attn(self.norm1(x), rope, telemetry)
+    def forward(self, x: Tensor, rope: tuple[Tensor, Tensor] | None) -> Tensor:
+        x = x + self.attn(self.norm1(x), rope)
         return x + self.mlp(self.norm2(x))
 
 
 class Transformer(nn.Module):
     """Decoder-only language model. `forward` returns a dict with `loss` (CE + z-loss), `ce_loss`, and
-    optionally `logits` and `telemetry` (max attention logit per layer, output-logit RMS, log-partition)."""
+    optionally `logits` (float32)."""
 
     def __init__(self, spec: ModelSpec) -> None:
         super().__init__()
@@ -125,10 +124,6 @@ class Transformer(nn.Module):
         self.lm_head = nn.Linear(spec.d_model, spec.vocab_size, bias=False)
         if spec.tied_embeddings:
             self.lm_head.weight = self.wte.weight
-        # Set by a numerics backend (e.g. bf16 autocast). Entered inside forward, so engines that reset autocast
-        # around their own forward (DeepSpeed does) cannot switch it off.
-        self.compute_context: Callable[[], contextlib.AbstractContextManager[Any]] | None = None
-        self.autocast_dtype: torch.dtype | None = None
         if spec.flavour == "llama":
             cos, sin = _rope_tables(spec)
             self.register_buffer("rope_cos", cos, persistent=False)
@@ -150,32 +145,18 @@ class Transformer(nn.Module):
                 nn.init.normal_(p, 0.0, std)
 
     def forward(
-        self,
-        idx: Tensor,
-        targets: Tensor | None = None,
-        return_logits: bool = False,
-        telemetry: bool = False,
+        self, idx: Tensor, targets: Tensor | None = None, return_logits: bool = False
     ) -> dict[str, Any]:
         _, t = idx.shape
         if t > self.spec.max_seq_len:
             raise ValueError(f"sequence length {t} exceeds the model's max_seq_len {self.spec.max_seq_len}")
-        tele: dict[str, Any] | None = {} if telemetry else None
-        with (
-            torch.autocast(
-                idx.device.type,
-                dtype=self.autocast_dtype or torch.bfloat16,
-                enabled=self.autocast_dtype is not None,
-            ),
-            self.compute_context() if self.compute_context else contextlib.nullcontext(),
-        ):
-            x = self.wte(idx)
-            if self.wpe is not None:
-                x = x + self.wpe(torch.arange(t, device=idx.device))
-            rope = (self.rope_cos, self.rope_sin) if self.spec.flavour == "llama" else None
-            for block in self.blocks:
-                x = block(x, rope, tele)
-            logits = self.lm_head(self.norm_f(x))
-        logits = logits.float()
+        x = self.wte(idx)
+        if self.wpe is not None:
+            x = x + self.wpe(torch.arange(t, device=idx.device))
+        rope = (self.rope_cos, self.rope_sin) if self.spec.flavour == "llama" else None
+        for block in self.blocks:
+            x = block(x, rope)
+        logits = self.lm_head(self.norm_f(x)).float()
         out: dict[str, Any] = {}
         if targets is not None:
             # Cross-entropy as log-partition minus the target logit: one logsumexp serves the loss and the z-loss,
@@ -190,11 +171,6 @@ class Transformer(nn.Module):
             out["loss"], out["ce_loss"] = loss, ce.detach()
         if return_logits:
             out["logits"] = logits
-        if tele is not None:
-            with torch.no_grad():
-                tele["logit_rms"] = logits.pow(2).mean().sqrt().item()
-                tele["log_partition"] = torch.logsumexp(logits, dim=-1).mean().item()
-            out["telemetry"] = tele
         return out
 
 

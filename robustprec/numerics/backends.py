@@ -1,5 +1,7 @@
-"""Numerics backends: how a model computes. Each backend converts modules before `deepspeed.initialize`,
-may wrap the forward in an autocast context, may add to the DeepSpeed config, and reports telemetry.
+"""Numerics backends: how a model computes. Each backend converts modules before `deepspeed.initialize`, wraps
+the model in a `NumericsModule` that enters its autocast (and any extra context) around the forward, may add to
+the DeepSpeed config, reports telemetry, and holds the state a checkpoint needs (the stochastic-rounding stream).
+The model itself stays pure: it never sees a dtype policy.
 
 Registry: fp32; bf16 (autocast, fp32 master weights and optimizer state); fp16 (DeepSpeed fp16 with dynamic loss
 scaling, CUDA only); fp8 (torchao float8 training, bf16 autocast elsewhere; emulated on CPU); te (Transformer Engine,
@@ -11,41 +13,80 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import fnmatch
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
 from robustprec.errors import ConfigError
 
+if TYPE_CHECKING:
+    from robustprec.config import NumericsConfig
+
+
+class NumericsModule(nn.Module):
+    """The backend's thin wrapper around a pure model: enters torch.autocast to `autocast_dtype` (and the
+    backend's extra context, if any) around the model's forward. It sits inside the DeepSpeed engine, which
+    resets an outer autocast around its own forward. A plain dtype and `torch.autocast` written in `forward`:
+    torch.compile traces them into the graph (a context factory graph-broke on CUDA: gpt2-124m ran 1.5x slower)."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        autocast_dtype: torch.dtype | None,
+        context: Callable[[], contextlib.AbstractContextManager[Any]] | None = None,
+    ) -> None:
+        super().__init__()
+        self.model, self.autocast_dtype, self.context = model, autocast_dtype, context
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        device = args[0].device.type if args else "cpu"
+        dtype = self.autocast_dtype or torch.bfloat16
+        with torch.autocast(device, dtype=dtype, enabled=self.autocast_dtype is not None):
+            if self.context is None:
+                return self.model(*args, **kwargs)
+            with self.context():
+                return self.model(*args, **kwargs)
+
 
 class Backend:
     """fp32: no conversion, no autocast."""
 
     name = "fp32"
-    autocast_dtype: torch.dtype | None = None  # the model enters torch.autocast to this dtype in its forward
+    autocast_dtype: torch.dtype | None = None  # NumericsModule enters torch.autocast to this dtype
 
-    def __init__(self, numerics_cfg: Any, device: torch.device) -> None:
+    def __init__(self, numerics_cfg: NumericsConfig, device: torch.device) -> None:
         self.cfg, self.device = numerics_cfg, device
 
-    def prepare_model(self, model: nn.Module, generator: torch.Generator | None = None) -> None:
-        """Convert modules in place (before the engine is built) and install the backend's autocast dtype (and
-        any extra context) on the model, which enters them inside its forward (DeepSpeed resets an outer autocast
-        around its own). A plain dtype, not a context factory: torch.compile traces `torch.autocast` written in
-        the forward, but graph-broke on the factory on CUDA, which left gpt2-124m 1.5x slower (H100)."""
-        self.convert(model, generator)
-        model.autocast_dtype = self.autocast_dtype
-        if type(self).autocast is not Backend.autocast:
-            model.compute_context = self.autocast
+    def wrap(self, model: nn.Module, seed: int = 0) -> NumericsModule:
+        """Convert modules in place (before the engine is built) and wrap the model in the module that applies
+        this backend's autocast and context. `seed` seeds the backend's own randomness (stochastic rounding)."""
+        self.convert(model, seed)
+        extra = self.autocast if type(self).autocast is not Backend.autocast else None
+        return NumericsModule(model, self.autocast_dtype, extra)
 
-    def convert(self, model: nn.Module, generator: torch.Generator | None) -> None:
+    def convert(self, model: nn.Module, seed: int) -> None:
         """Swap modules for this backend's versions; nothing for plain precisions."""
 
     def autocast(self) -> contextlib.AbstractContextManager[Any]:
-        """Extra context the model enters around its forward, inside `autocast_dtype`'s autocast (only backends
-        that need more than autocast override it, e.g. Transformer Engine's fp8_autocast)."""
+        """Extra context entered around the forward inside `autocast_dtype`'s autocast (only backends that need
+        more than autocast override it, e.g. Transformer Engine's fp8_autocast)."""
         return contextlib.nullcontext()
+
+    @contextlib.contextmanager
+    def evaluation(self) -> Iterator[None]:
+        """Forwards inside the block are evaluation: they draw no training randomness and add no telemetry."""
+        yield
+
+    def state_dict(self) -> dict[str, Any]:
+        """What a checkpoint must hold for an exact resume (e.g. the stochastic-rounding stream)."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore `state_dict()`'s state."""
+
+    engine_clips = False  # True where DeepSpeed's optimizer wrapper must clip (it alone can unscale first)
 
     def deepspeed_config(self) -> dict[str, Any]:
         return {}
@@ -71,7 +112,7 @@ class BF16Backend(Backend):
 class SimBackend(Backend):
     """Simulated ExMy format applied to GEMM operands of the selected `nn.Linear` modules (METHODS §2)."""
 
-    def __init__(self, numerics_cfg: Any, device: torch.device) -> None:
+    def __init__(self, numerics_cfg: NumericsConfig, device: torch.device) -> None:
         super().__init__(numerics_cfg, device)
         from robustprec.numerics.formats import parse_format
 
@@ -83,9 +124,10 @@ class SimBackend(Backend):
         self.name = f"sim:{self.format.spec}"
         self.handle: Any = None
 
-    def convert(self, model: nn.Module, generator: torch.Generator | None) -> None:
+    def convert(self, model: nn.Module, seed: int) -> None:
         from robustprec.numerics.simulated import apply_simulated
 
+        generator = torch.Generator(device=self.device).manual_seed(seed)
         try:
             self.handle = apply_simulated(
                 model,
@@ -101,6 +143,15 @@ class SimBackend(Backend):
     def pop_telemetry(self) -> dict[str, float]:
         return self.handle.pop_stats() if self.handle is not None else {}
 
+    def evaluation(self) -> contextlib.AbstractContextManager[None]:
+        return self.handle.evaluation()
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.handle.state_dict()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.handle.load_state_dict(state)
+
     def describe(self) -> dict[str, Any]:
         fmt = self.format
         return {
@@ -112,19 +163,21 @@ class SimBackend(Backend):
         }
 
 
-def _selected(numerics_cfg: Any, fqn: str) -> bool:
+def _selected(numerics_cfg: NumericsConfig, fqn: str) -> bool:
     return any(fnmatch.fnmatchcase(fqn, g) for g in numerics_cfg.include) and not any(
         fnmatch.fnmatchcase(fqn, g) for g in numerics_cfg.exclude
     )
 
 
 class FP16Backend(Backend):
-    """DeepSpeed fp16: the module runs in fp16, fp32 master weights, dynamic loss scaling. Steps whose gradients
-    overflow are skipped by the loss scaler; they are counted in `skipped_steps` and the scale is logged."""
+    """DeepSpeed fp16: the module runs in fp16, fp32 master weights, dynamic loss scaling. DeepSpeed's fp16
+    optimizer unscales before it measures and clips (at every ZeRO stage); steps whose gradients overflow are
+    skipped by the loss scaler, counted in `skipped_steps`, and the scale is logged."""
 
     name = "fp16"
+    engine_clips = True
 
-    def __init__(self, numerics_cfg: Any, device: torch.device) -> None:
+    def __init__(self, numerics_cfg: NumericsConfig, device: torch.device) -> None:
         super().__init__(numerics_cfg, device)
         if device.type != "cuda":
             raise ConfigError(
@@ -134,7 +187,8 @@ class FP16Backend(Backend):
         self.engine: Any = None
 
     def deepspeed_config(self) -> dict[str, Any]:
-        return {"fp16": {"enabled": True, "loss_scale": 0, "initial_scale_power": 16, "loss_scale_window": 1000,
+        power = self.cfg.fp16_initial_scale_power
+        return {"fp16": {"enabled": True, "loss_scale": 0, "initial_scale_power": power, "loss_scale_window": 1000,
                          "hysteresis": 2, "min_loss_scale": 1}}  # fmt: skip
 
     def attach(self, engine: Any) -> None:
@@ -151,7 +205,7 @@ class FP8Backend(Backend):
 
     name = "fp8"
 
-    def __init__(self, numerics_cfg: Any, device: torch.device) -> None:
+    def __init__(self, numerics_cfg: NumericsConfig, device: torch.device) -> None:
         super().__init__(numerics_cfg, device)
         if device.type == "cuda" and torch.cuda.get_device_capability(device) < (8, 9):
             cap = ".".join(map(str, torch.cuda.get_device_capability(device)))
@@ -169,7 +223,7 @@ class FP8Backend(Backend):
         # torchao's own speed filter: small GEMMs run slower in float8 than in bf16
         return not (self.cfg.fp8_skip_small and (module.out_features <= 2048 or module.in_features <= 1024))
 
-    def convert(self, model: nn.Module, generator: torch.Generator | None) -> None:
+    def convert(self, model: nn.Module, seed: int) -> None:
         try:
             from torchao.float8 import Float8LinearConfig, convert_to_float8_training
         except ImportError:
@@ -195,7 +249,7 @@ class TEBackend(Backend):
 
     name = "te"
 
-    def __init__(self, numerics_cfg: Any, device: torch.device) -> None:
+    def __init__(self, numerics_cfg: NumericsConfig, device: torch.device) -> None:
         super().__init__(numerics_cfg, device)
         try:
             import transformer_engine.pytorch as te  # noqa: F401
@@ -207,7 +261,7 @@ class TEBackend(Backend):
             raise ConfigError("numerics.backend 'te' needs a CUDA device")
         self.converted: list[str] = []
 
-    def convert(self, model: nn.Module, generator: torch.Generator | None) -> None:
+    def convert(self, model: nn.Module, seed: int) -> None:
         import transformer_engine.pytorch as te
 
         for fqn, module in list(model.named_modules()):
@@ -241,7 +295,7 @@ class TEBackend(Backend):
         return stack
 
 
-_REGISTRY: dict[str, Callable[[Any, torch.device], Backend]] = {
+_REGISTRY: dict[str, Callable[[NumericsConfig, torch.device], Backend]] = {
     "fp32": Backend, "bf16": BF16Backend, "fp16": FP16Backend, "fp8": FP8Backend, "te": TEBackend,
 }  # fmt: skip
 
@@ -250,7 +304,7 @@ def available_backends() -> list[str]:
     return [*_REGISTRY, "sim:<format>"]
 
 
-def make_backend(numerics_cfg: Any, device: torch.device) -> Backend:
+def make_backend(numerics_cfg: NumericsConfig, device: torch.device) -> Backend:
     """Instantiate the configured backend for a device."""
     name = numerics_cfg.backend
     if name.startswith("sim:"):

@@ -35,7 +35,9 @@ __all__ = ["OPERANDS", "SimLinear", "SimulatedHandle", "apply_simulated"]
 OPERANDS = ("act", "weight", "grad")
 DEFAULT_EXCLUDE = ("*embed*", "*lm_head*", "*wte*", "*wpe*")
 _AUTOCAST_DEVICES = ("cpu", "cuda", "xpu", "hpu", "mps")
-EVAL_SEED = 0x5EED_E7A1  # the evaluation stream of stochastic rounding (fixed: evals are comparable across steps)
+EVAL_SEED = (
+    0x5EED_E7A1  # the evaluation stream of stochastic rounding (fixed: evals are comparable across steps)
+)
 
 
 class _Telemetry:

@@ -117,14 +117,15 @@ def _run_direct(
 ) -> dict[str, Any]:
     """The loop in this process; Python-level failures retry from the latest checkpoint."""
     from robustprec.train.loop import CHECKPOINT_DIR, latest_checkpoint, train
+    from robustprec.train.reporting import Report
 
     cfg = spec.cfg
-    hook = (lambda row, _tag: report(tune_metrics(row))) if report else None
+    hooks = [Report(lambda row, _tag: report(tune_metrics(row)))] if report else []
     with _env(spec.env):
         for attempt in range(cfg.train.max_failures + 1):
             try:
                 resume = latest_checkpoint(out / CHECKPOINT_DIR) is not None
-                return train(cfg, out, resume=resume, origin_time=origin, report=hook)
+                return train(cfg, out, resume=resume, origin_time=origin, callbacks=hooks)
             except RobustprecError:
                 raise
             except Exception as e:
@@ -317,6 +318,7 @@ def _worker_main(config: dict[str, Any]) -> None:
     from ray.train import Checkpoint
 
     from robustprec.train.loop import train
+    from robustprec.train.reporting import Report
 
     spec = TrialSpec.from_dict(config["spec"])
     os.environ.update(spec.env)
@@ -351,7 +353,7 @@ def _worker_main(config: dict[str, Any]) -> None:
                 summary = train(
                     cfg,
                     out,
-                    report=report,
+                    callbacks=[Report(report)],
                     resume_from=ckpt,
                     checkpoint_root=staging / "checkpoints",
                     device=device if device is not None and device.type == "cuda" else None,

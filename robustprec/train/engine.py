@@ -9,6 +9,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from robustprec.config import Config
+from robustprec.numerics.backends import Backend
+
 
 def _free_port() -> int:
     with socket.socket() as s:
@@ -61,27 +64,32 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
-def deepspeed_config(cfg: Any, world: int, extra: dict[str, Any]) -> dict[str, Any]:
-    """DeepSpeed config for the trial. Stage 0 clips in the trainer (DeepSpeed does not expose that norm)."""
+def engine_clips(cfg: Config, backend: Backend) -> bool:
+    """Whether DeepSpeed clips (and reports the global norm): ZeRO 1-3, and fp16 at every stage (its optimizer
+    wrapper alone can unscale the loss-scaled gradients first). Otherwise the trainer clips: DeepSpeed's stage-0
+    clipping with a client optimizer does not expose the norm."""
+    return cfg.train.zero_stage > 0 or backend.engine_clips
+
+
+def deepspeed_config(cfg: Config, world: int, backend: Backend) -> dict[str, Any]:
+    """DeepSpeed config for the trial, with the backend's additions (e.g. fp16 loss scaling)."""
     t = cfg.train
     gas = t.global_batch_size // (t.micro_batch_size * world)
     ds: dict[str, Any] = {
         "train_batch_size": t.global_batch_size,
         "train_micro_batch_size_per_gpu": t.micro_batch_size,
         "gradient_accumulation_steps": gas,
-        "gradient_clipping": cfg.optim.grad_clip if t.zero_stage > 0 else 0.0,
+        "gradient_clipping": cfg.optim.grad_clip if engine_clips(cfg, backend) else 0.0,
         "zero_optimization": {"stage": t.zero_stage},
         "steps_per_print": 1 << 30,
         "wall_clock_breakdown": False,
         "zero_allow_untested_optimizer": True,
     }
-    ds.update(extra)
+    ds.update(backend.deepspeed_config())
     return ds
 
 
-def build_engine(
-    model: nn.Module, cfg: Any, world: int, device: torch.device, extra_ds: dict[str, Any]
-) -> Any:
+def build_engine(model: nn.Module, cfg: Config, world: int, device: torch.device, backend: Backend) -> Any:
     """Wrap the model in a DeepSpeed engine with torch AdamW as client optimizer (no JIT-built Adam)."""
     import deepspeed
 
@@ -99,6 +107,6 @@ def build_engine(
         param_groups(model, o.weight_decay), lr=o.lr, betas=o.betas, eps=o.eps, fused=device.type == "cuda"
     )
     engine, *_ = deepspeed.initialize(
-        model=model, optimizer=optimizer, config=deepspeed_config(cfg, world, extra_ds)
+        model=model, optimizer=optimizer, config=deepspeed_config(cfg, world, backend)
     )
     return engine

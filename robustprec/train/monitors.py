@@ -1,0 +1,251 @@
+"""Stateful monitors as callbacks: divergence (METHODS §3), evaluation history, logit sharpness, attention-logit
+and output-logit telemetry, numerics counters, and the early-warning signals of METHODS §4."""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from robustprec.model.transformer import CausalAttention
+from robustprec.train.callbacks import Callback, Row
+from robustprec.train.divergence import DivergenceMonitor, divergence_phase
+from robustprec.train.sharpness import worst_case_perturbation
+
+if TYPE_CHECKING:
+    from robustprec.train.run import Run
+
+
+def telemetry_due(run: Run, step: int) -> bool:
+    """Every `telemetry_interval` steps, at the last step, and at the step a run stops (a divergence)."""
+    return (step + 1) % run.cfg.train.telemetry_interval == 0 or run.is_last(step) or run.stop
+
+
+class Divergence(Callback):
+    """Feeds every step's (loss, grad_norm) to the `DivergenceMonitor`; a divergence stops the run (if
+    `stop_early`). A step the fp16 loss scaler skipped is not evidence: its overflowed norm is not passed on."""
+
+    name = "divergence"
+
+    def __init__(self, run: Run) -> None:
+        div, optim = run.cfg.train.divergence, run.cfg.optim
+        warmup = optim.warmup_steps if div.warmup_steps is None else div.warmup_steps
+        self.monitor = DivergenceMonitor(
+            ema_alpha=div.ema_alpha, spike_tol=div.spike_tol, warmup_steps=warmup
+        )
+        self.stop_early = div.stop_early
+
+    def on_step(self, run: Run, row: Row) -> None:
+        grad_norm = None if row["skipped"] else row["grad_norm"]
+        reason = self.monitor.update(row["step"], row["loss"], grad_norm)
+        row["loss_ema"] = self.monitor.ema
+        if reason is not None:
+            run.diverged = reason
+            run.stop = run.stop or self.stop_early
+
+    def on_end(self, run: Run, summary: Row) -> None:
+        m, out = self.monitor, self.monitor.finish()
+        summary.update(
+            status=out.status,
+            reason=out.reason,
+            diverged_at=out.diverged_at,
+            diverged_phase=divergence_phase(out.diverged_at, m.warmup_steps, run.cfg.train.steps),
+            instability_events=out.spike_events,
+            instability_steps=out.event_steps,
+            instability_heights=out.event_heights,
+            initial_loss=m.initial_loss,
+            divergence_thresholds={
+                "ema_alpha": m.ema_alpha,
+                "spike_tol": m.spike_tol,
+                "warmup_steps": m.warmup_steps,
+            },
+        )
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.monitor.state_dict()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.monitor.load_state_dict(state)
+
+
+class EvalHistory(Callback):
+    """Every (step, eval_loss); the final eval loss is the mean of the last three (METHODS §4)."""
+
+    name = "evals"
+
+    def __init__(self) -> None:
+        self.evals: list[tuple[int, float]] = []
+
+    def on_eval(self, run: Run, row: Row) -> None:
+        self.evals.append((run.step, row["eval_loss"]))
+
+    def on_end(self, run: Run, summary: Row) -> None:
+        last3 = [v for _, v in self.evals[-3:]]
+        summary["final_eval_loss"] = float(np.mean(last3)) if last3 else None
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"evals": [list(e) for e in self.evals]}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.evals = [(int(s), float(v)) for s, v in state["evals"]]
+
+
+class Sharpness(Callback):
+    """Logit ε-sharpness (METHODS §4) over the first `sharpness.sequences` eval sequences, summed across ranks."""
+
+    name = "sharpness"
+
+    def __init__(self, run: Run) -> None:
+        self.cfg = run.cfg.train.sharpness
+        self.sums = torch.zeros(3, dtype=torch.float64, device=run.device)
+
+    def on_eval_start(self, run: Run) -> None:
+        self.sums.zero_()
+
+    def on_eval_batch(self, run: Run, logits: Tensor, targets: Tensor, rows: Tensor, valid: Tensor) -> None:
+        keep = valid & (rows < self.cfg.sequences)
+        z, y = logits[keep].double(), targets[keep]
+        if not self.cfg.all_positions:
+            z, y = z[:, -1:], y[:, -1:]
+        z, y = z.reshape(-1, z.shape[-1]), y.reshape(-1)
+        base = torch.nn.functional.cross_entropy(z, y, reduction="sum")
+        worst = torch.nn.functional.cross_entropy(
+            z + worst_case_perturbation(z, y, self.cfg.eps), y, reduction="sum"
+        )
+        self.sums += torch.stack((base, worst, base.new_tensor(float(y.numel()))))
+
+    def on_eval(self, run: Run, row: Row) -> None:
+        base, worst, count = run.all_reduce(self.sums)
+        if count:
+            f, f_worst = base / count, worst / count
+            row["sharpness"] = 100.0 * (f_worst - f) / (1.0 + f)
+
+
+class ActivationTelemetry(Callback):
+    """Early-warning activations at eval time [WORTSMAN]: the max attention logit per layer (forward hooks on
+    every `CausalAttention`, installed for the evaluation only), output-logit RMS and mean log-partition."""
+
+    name = "activations"
+
+    def __init__(self, run: Run) -> None:
+        self.layers = [m for m in run.model.modules() if isinstance(m, CausalAttention)]
+        self.max_logit = torch.full((len(self.layers),), -math.inf, dtype=torch.float64, device=run.device)
+        self.sums = torch.zeros(3, dtype=torch.float64, device=run.device)  # sum z², sum lse, positions
+        self.handles: list[Any] = []
+
+    def _hook(self, layer: int) -> Any:
+        def hook(module: nn.Module, args: tuple[Tensor, ...], output: Tensor) -> None:
+            q, k = args[0].float(), args[1].float()
+            scores = q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1])
+            t = scores.shape[-1]
+            causal = torch.ones(t, t, dtype=torch.bool, device=scores.device).tril()
+            top = scores.masked_fill(~causal, -math.inf).amax().double()
+            self.max_logit[layer] = torch.maximum(self.max_logit[layer], top)
+
+        return hook
+
+    def on_eval_start(self, run: Run) -> None:
+        self.max_logit.fill_(-math.inf)
+        self.sums.zero_()
+        self.handles = [m.register_forward_hook(self._hook(i)) for i, m in enumerate(self.layers)]
+
+    def on_eval_batch(self, run: Run, logits: Tensor, targets: Tensor, rows: Tensor, valid: Tensor) -> None:
+        z = logits[valid].double()
+        self.sums += torch.stack(
+            (z.pow(2).mean(-1).sum(), torch.logsumexp(z, -1).sum(), z.new_tensor(z.shape[0] * z.shape[1]))
+        )
+
+    def on_eval(self, run: Run, row: Row) -> None:
+        for h in self.handles:
+            h.remove()
+        self.handles = []
+        layers = run.all_reduce(self.max_logit, op="max")
+        sq, lse, n = run.all_reduce(self.sums)
+        row["max_attn_logit"] = max(layers)
+        row.update({f"max_attn_logit_{i}": v for i, v in enumerate(layers)})
+        row["logit_rms"], row["log_partition"] = math.sqrt(sq / n), lse / n
+
+
+class NumericsTelemetry(Callback):
+    """The backend's counters (overflow/underflow fractions, fp16 loss scale), read once per telemetry interval:
+    fractions cover every training step since the last reading."""
+
+    name = "numerics"
+
+    def on_step(self, run: Run, row: Row) -> None:
+        if telemetry_due(run, row["step"]):
+            row.update(run.backend.pop_telemetry())
+
+
+def _full_param(p: nn.Parameter) -> Tensor:
+    """The fp32 master value of a parameter at any ZeRO stage (gathered under ZeRO-3: every rank must call)."""
+    from deepspeed.utils import safe_get_full_fp32_param
+
+    full = safe_get_full_fp32_param(p)
+    return (p if full is None else full).detach().float()
+
+
+def _full_grad(p: nn.Parameter) -> Tensor | None:
+    from deepspeed.utils import safe_get_full_grad
+
+    g = safe_get_full_grad(p)
+    return None if g is None else g.detach().float()
+
+
+class EarlyWarning(Callback):
+    """Early-warning signals of [WORTSMAN] (METHODS §4), every telemetry interval: gradient RMS relative to
+    Adam's ε (global, and the smallest over parameter tensors: where updates stop being gradient-driven), and the
+    update/parameter norm ratio ‖Δθ‖/‖θ‖ (global, and the largest over weight matrices)."""
+
+    name = "early_warning"
+
+    def __init__(self, run: Run) -> None:
+        self.eps = run.cfg.optim.eps
+        self.before: list[Tensor] | None = None
+        self.grad: dict[str, float] = {}
+
+    def _params(self, run: Run) -> list[nn.Parameter]:
+        return [p for p in run.engine.module.parameters() if p.requires_grad]
+
+    def on_before_optimizer_step(self, run: Run) -> None:
+        if not telemetry_due(run, run.step):
+            return
+        params = self._params(run)
+        scale = loss_scale(run.engine) or 1.0
+        sq, n, rms = 0.0, 0, []
+        for p in params:
+            g = _full_grad(p)
+            if g is None:
+                continue
+            s = float(g.double().pow(2).sum()) / scale**2
+            sq, n = sq + s, n + g.numel()
+            rms.append(math.sqrt(s / g.numel()))
+        if n:
+            self.grad = {
+                "grad_rms_over_eps": math.sqrt(sq / n) / self.eps,
+                "grad_rms_over_eps_min": min(rms) / self.eps,
+            }
+        self.before = [_full_param(p).clone() for p in params]
+
+    def on_step(self, run: Run, row: Row) -> None:
+        if self.before is None:
+            return
+        after = [_full_param(p) for p in self._params(run)]
+        delta = [float((a.double() - b.double()).norm()) for a, b in zip(after, self.before, strict=True)]
+        norms = [float(b.double().norm()) for b in self.before]
+        ratios = [d / w for d, w, b in zip(delta, norms, self.before, strict=True) if b.dim() >= 2 and w > 0]
+        total = math.sqrt(sum(d * d for d in delta)) / max(math.sqrt(sum(w * w for w in norms)), 1e-30)
+        row.update(self.grad, update_ratio=total, update_ratio_max=max(ratios, default=math.nan))
+        self.before, self.grad = None, {}
+
+
+def loss_scale(engine: Any) -> float | None:
+    """The fp16 dynamic loss scale of a DeepSpeed engine (None without loss scaling)."""
+    if not engine.fp16_enabled():
+        return None
+    opt = engine.optimizer
+    scale = getattr(opt, "cur_scale", None) or getattr(opt, "loss_scale", None)
+    return float(scale) if scale is not None else None

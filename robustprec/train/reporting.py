@@ -1,0 +1,137 @@
+"""Output callbacks: the curve record (rank 0), throughput and MFU, reporting to Ray/Tune, console progress."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from robustprec import provenance
+from robustprec.model.flops import detect_peak_flops, training_flops_per_token
+from robustprec.model.transformer import count_parameters
+from robustprec.tracking.store import CURVE_FILE, CurveWriter
+from robustprec.train.callbacks import Callback, Row
+
+if TYPE_CHECKING:
+    from robustprec.train.run import Run
+
+
+class Curve(Callback):
+    """Rank 0 appends every step's row to the run's curve, flushing at evaluations; on a resume it restarts
+    from the checkpoint's own copy of the curve (so the record survives a move to another machine)."""
+
+    name = "curve"
+
+    def __init__(self, run: Run) -> None:
+        self.writer = CurveWriter(run.out) if run.is_main else None
+
+    def on_start(self, run: Run) -> None:
+        if self.writer is None:
+            return
+        snapshot = run.resumed_from / CURVE_FILE if run.resumed_from is not None else None
+        if snapshot is not None and snapshot.exists():
+            self.writer.reset(snapshot)
+        else:
+            self.writer.truncate_after(
+                run.start_step - 1
+            )  # rows past the checkpoint (or all, on a fresh start)
+
+    def on_step_end(self, run: Run, row: Row) -> None:
+        if self.writer is not None:
+            self.writer.append(row)
+            if "eval_loss" in row:
+                self.writer.flush()
+
+    def flush(self) -> None:
+        if self.writer is not None:
+            self.writer.flush()
+
+    def on_end(self, run: Run, summary: Row) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+class Throughput(Callback):
+    """Start-up time (from the trial's request to the end of its first step), tokens/s and MFU over the steps
+    after the first (which pays for warm-up and compilation)."""
+
+    name = "throughput"
+
+    def __init__(self, run: Run) -> None:
+        self.flops_per_token = training_flops_per_token(run.spec, run.cfg.train.seq_len)
+        cuda = run.device.type == "cuda"
+        self.peak = run.cfg.train.peak_flops or (
+            detect_peak_flops(provenance.device_name("cuda")) if cuda else None
+        )
+        self.tokens, self.seconds, self.startup_s = 0, 0.0, None
+
+    def on_step(self, run: Run, row: Row) -> None:
+        if self.startup_s is None:
+            self.startup_s = time.time() - run.origin
+        if row["step"] > run.start_step:
+            self.tokens += run.tokens_per_step
+            self.seconds += row["step_time_s"]
+
+    def on_end(self, run: Run, summary: Row) -> None:
+        tps = self.tokens / self.seconds if self.seconds > 0 else None
+        summary.update(
+            startup_s=self.startup_s,
+            tokens_per_s=tps,
+            tokens_per_s_per_device=tps / run.world if tps else None,
+            mfu=self.flops_per_token * tps / (self.peak * run.world) if (self.peak and tps) else None,
+            flops_per_token=self.flops_per_token,
+        )
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"tokens": self.tokens, "seconds": self.seconds, "startup_s": self.startup_s}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.tokens, self.seconds, self.startup_s = state["tokens"], state["seconds"], state["startup_s"]
+
+
+ReportFn = Callable[[Row, Path | None], None]
+
+
+class Report(Callback):
+    """Calls `fn(row, checkpoint_tag_dir)` on every rank at each evaluation and checkpoint (Ray Train hooks in
+    here: a report with a checkpoint registers it for restarts)."""
+
+    name = "report"
+
+    def __init__(self, fn: ReportFn) -> None:
+        self.fn = fn
+
+    def on_step_end(self, run: Run, row: Row) -> None:
+        if "eval_loss" in row or run.saved_checkpoint is not None:
+            self.fn(row, run.saved_checkpoint)
+
+
+class Console(Callback):
+    """Rank 0: every row to `on_row` (a live display), or without one a line per evaluation (Ray workers, jobs)."""
+
+    name = "console"
+
+    def __init__(self, on_row: Callable[[Row], None] | None = None) -> None:
+        self.on_row = on_row
+
+    def on_start(self, run: Run) -> None:
+        if run.is_main:
+            print(
+                f"[robustprec] setup {time.perf_counter() - run.t0:.1f} s: {count_parameters(run.model):,} params, "
+                f"{len(run.corpus):,} tokens ({run.corpus.source}), backend {run.backend.name}, "
+                f"zero {run.cfg.train.zero_stage}, world {run.world}",
+                flush=True,
+            )
+
+    def on_step_end(self, run: Run, row: Row) -> None:
+        if not run.is_main:
+            return
+        if self.on_row is not None:
+            self.on_row(row)
+        elif "eval_loss" in row:
+            print(
+                f"[robustprec] step {row['step'] + 1}/{run.cfg.train.steps} loss {row['loss']:.4f} "
+                f"eval {row['eval_loss']:.4f} lr {row['lr']:.2e} {row['step_time_s'] * 1e3:.0f} ms/step",
+                flush=True,
+            )

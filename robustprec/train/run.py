@@ -1,0 +1,132 @@
+"""One worker's view of a trial: what the loop and its callbacks share (config, engine, backend, data, ranks),
+and `setup_run`, which builds it (data, model, numerics backend, DeepSpeed engine)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from robustprec.config import Config
+from robustprec.data.batches import BatchStream, eval_sequences, split_tokens
+from robustprec.data.corpus import Corpus, load_corpus
+from robustprec.data.tokenizer import load_tokenizer
+from robustprec.errors import RobustprecError
+from robustprec.model.presets import ModelSpec, resolve_spec
+from robustprec.model.transformer import Transformer, build_model
+from robustprec.numerics.backends import Backend, make_backend
+from robustprec.train.engine import build_engine, init_distributed, select_device
+from robustprec.train.evaluation import EvalShard, shard_eval_set
+
+SR_SEED_OFFSET = 7919  # the stochastic-rounding stream is seeded from the init seed plus this
+
+
+@dataclass
+class Run:
+    """Shared state of one worker's trial. Callbacks read it; `stop` and `diverged` are how they steer the loop."""
+
+    cfg: Config
+    out: Path
+    device: torch.device
+    rank: int
+    world: int
+    model: Transformer  # the pure model inside the engine
+    spec: ModelSpec
+    backend: Backend
+    engine: Any
+    corpus: Corpus
+    stream: BatchStream
+    eval_shard: EvalShard
+    checkpoint_dir: Path
+    init_checksum: float  # sum of |parameters| at initialisation (tells init seeds apart)
+    origin: float  # wall clock when the trial was asked for (startup_s counts from it)
+    t0: float = field(default_factory=time.perf_counter)
+    start_step: int = 0
+    step: int = -1
+    restarts: int = 0
+    resumed_from: Path | None = None
+    diverged: str | None = None  # the divergence reason, once a monitor saw it
+    stop: bool = False
+    saved_checkpoint: Path | None = None  # the tag directory written at the current step, if any
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def tokens_per_step(self) -> int:
+        return self.cfg.train.global_batch_size * self.cfg.train.seq_len
+
+    def is_last(self, step: int) -> bool:
+        return step == self.cfg.train.steps - 1
+
+    def all_reduce(self, values: list[float] | torch.Tensor, op: str = "sum") -> list[float]:
+        """Sum (or max) of numbers across ranks, in float64; every rank must call it."""
+        t = torch.as_tensor(values, dtype=torch.float64).to(self.device)
+        if self.world > 1:
+            import torch.distributed as dist
+
+            dist.all_reduce(t, op=dist.ReduceOp.MAX if op == "max" else dist.ReduceOp.SUM)
+        return t.tolist()
+
+
+def _load_data(cfg: Config) -> tuple[Corpus, BatchStream, np.ndarray, ModelSpec]:
+    tokenizer = load_tokenizer(cfg.data.tokenizer)
+    corpus = load_corpus(cfg.data, tokenizer)
+    seq = cfg.train.seq_len
+    train_tokens, eval_tokens = split_tokens(corpus.tokens, cfg.data.eval_fraction, seq)
+    stream = BatchStream(train_tokens, seq, cfg.train.global_batch_size, cfg.effective_data_seed)
+    spec = resolve_spec(cfg.model, tokenizer.vocab_size, seq)
+    top = int(corpus.tokens.max())
+    if top >= spec.vocab_size:
+        raise RobustprecError(
+            f"corpus holds token ids up to {top}, beyond model.vocab_size {spec.vocab_size}"
+        )
+    return corpus, stream, eval_sequences(eval_tokens, seq, cfg.train.eval_sequences), spec
+
+
+def setup_run(
+    cfg: Config,
+    out: Path,
+    *,
+    device: torch.device | None = None,
+    checkpoint_root: Path | None = None,
+    origin: float | None = None,
+) -> Run:
+    """Join the process group, load the data, build the model under its numerics backend and the engine."""
+    t0 = time.perf_counter()
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)
+    device = device or select_device(cfg.train.device)
+    rank, world = init_distributed(device)
+    corpus, stream, eval_rows, spec = _load_data(cfg)
+    model = build_model(spec, seed=cfg.effective_init_seed)
+    checksum = float(sum(p.detach().double().abs().sum() for p in model.parameters()))
+    backend = make_backend(cfg.numerics, device)
+    wrapped = backend.wrap(model, seed=cfg.effective_init_seed + SR_SEED_OFFSET)
+    engine = build_engine(wrapped, cfg, world, device, backend)
+    backend.attach(engine)
+    if cfg.train.compile:
+        engine.compile()
+    return Run(
+        cfg=cfg,
+        out=out,
+        device=device,
+        rank=rank,
+        world=world,
+        model=model,
+        spec=spec,
+        backend=backend,
+        engine=engine,
+        corpus=corpus,
+        stream=stream,
+        eval_shard=shard_eval_set(eval_rows, rank, world, cfg.train.micro_batch_size),
+        checkpoint_dir=checkpoint_root or out / "checkpoints",
+        init_checksum=checksum,
+        origin=time.time() if origin is None else origin,
+        t0=t0,
+    )
