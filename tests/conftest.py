@@ -16,7 +16,10 @@ def _isolated_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
     os.environ["ROBUSTPREC_CACHE"] = str(tmp_path_factory.mktemp("cache"))
     # sweeps mirror to MLflow: never into the repository's working directory
     os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}"
-    os.environ.setdefault("DS_ACCELERATOR", "cpu")
+    import torch
+
+    if not torch.cuda.is_available():  # on a GPU machine (the `cuda` suite) DeepSpeed must pick CUDA
+        os.environ.setdefault("DS_ACCELERATOR", "cpu")
 
 
 def tiny_overrides(**extra: object) -> list[str]:

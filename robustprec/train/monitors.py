@@ -198,47 +198,40 @@ def _full_grad(p: nn.Parameter) -> Tensor | None:
 class EarlyWarning(Callback):
     """Early-warning signals of [WORTSMAN] (METHODS §4), every telemetry interval: gradient RMS relative to
     Adam's ε (global, and the smallest over parameter tensors: where updates stop being gradient-driven), and the
-    update/parameter norm ratio ‖Δθ‖/‖θ‖ (global, and the largest over weight matrices)."""
+    update/parameter norm ratio ‖Δθ‖/‖θ‖ (global, and the largest over weight matrices). Norms are computed with
+    `torch._foreach_norm` and read with one host sync per reading."""
 
     name = "early_warning"
 
     def __init__(self, run: Run) -> None:
         self.eps = run.cfg.optim.eps
+        self.params = [p for p in run.engine.module.parameters() if p.requires_grad]
         self.before: list[Tensor] | None = None
         self.grad: dict[str, float] = {}
-
-    def _params(self, run: Run) -> list[nn.Parameter]:
-        return [p for p in run.engine.module.parameters() if p.requires_grad]
 
     def on_before_optimizer_step(self, run: Run) -> None:
         if not telemetry_due(run, run.step):
             return
-        params = self._params(run)
-        scale = loss_scale(run.engine) or 1.0
-        sq, n, rms = 0.0, 0, []
-        for p in params:
-            g = _full_grad(p)
-            if g is None:
-                continue
-            s = float(g.double().pow(2).sum()) / scale**2
-            sq, n = sq + s, n + g.numel()
-            rms.append(math.sqrt(s / g.numel()))
-        if n:
-            self.grad = {
-                "grad_rms_over_eps": math.sqrt(sq / n) / self.eps,
-                "grad_rms_over_eps_min": min(rms) / self.eps,
-            }
-        self.before = [_full_param(p).clone() for p in params]
+        grads = [g for g in (_full_grad(p) for p in self.params) if g is not None]
+        if grads:
+            scale = loss_scale(run.engine) or 1.0
+            sq = torch.stack(torch._foreach_norm(grads)).double().pow(2) / scale**2
+            sizes = torch.tensor([g.numel() for g in grads], dtype=torch.float64, device=sq.device)
+            total, smallest = torch.stack((sq.sum() / sizes.sum(), (sq / sizes).min())).sqrt().tolist()
+            self.grad = {"grad_rms_over_eps": total / self.eps, "grad_rms_over_eps_min": smallest / self.eps}
+        self.before = [_full_param(p).clone() for p in self.params]
 
     def on_step(self, run: Run, row: Row) -> None:
         if self.before is None:
             return
-        after = [_full_param(p) for p in self._params(run)]
-        delta = [float((a.double() - b.double()).norm()) for a, b in zip(after, self.before, strict=True)]
-        norms = [float(b.double().norm()) for b in self.before]
-        ratios = [d / w for d, w, b in zip(delta, norms, self.before, strict=True) if b.dim() >= 2 and w > 0]
-        total = math.sqrt(sum(d * d for d in delta)) / max(math.sqrt(sum(w * w for w in norms)), 1e-30)
-        row.update(self.grad, update_ratio=total, update_ratio_max=max(ratios, default=math.nan))
+        after = [_full_param(p) for p in self.params]
+        delta = torch.stack(torch._foreach_norm(torch._foreach_sub(after, self.before))).double()
+        norm = torch.stack(torch._foreach_norm(self.before)).double()
+        matrix = torch.tensor([b.dim() >= 2 for b in self.before], device=norm.device)
+        ratio = torch.where(matrix & (norm > 0), delta / norm, 0.0)
+        total = delta.pow(2).sum().sqrt() / norm.pow(2).sum().sqrt().clamp_min(1e-30)
+        total, largest = torch.stack((total, ratio.max())).tolist()
+        row.update(self.grad, update_ratio=total, update_ratio_max=largest)
         self.before, self.grad = None, {}
 
 

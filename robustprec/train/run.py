@@ -66,11 +66,12 @@ class Run:
 
     def all_reduce(self, values: list[float] | torch.Tensor, op: str = "sum") -> list[float]:
         """Sum (or max) of numbers across ranks, in float64; every rank must call it."""
-        t = torch.as_tensor(values, dtype=torch.float64).to(self.device)
-        if self.world > 1:
-            import torch.distributed as dist
+        if self.world == 1:
+            return values.tolist() if isinstance(values, torch.Tensor) else list(values)
+        import torch.distributed as dist
 
-            dist.all_reduce(t, op=dist.ReduceOp.MAX if op == "max" else dist.ReduceOp.SUM)
+        t = torch.as_tensor(values, dtype=torch.float64).to(self.device)
+        dist.all_reduce(t, op=dist.ReduceOp.MAX if op == "max" else dist.ReduceOp.SUM)
         return t.tolist()
 
 
