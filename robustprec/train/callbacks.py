@@ -13,7 +13,7 @@ ZeRO-3 gather) must do so on every rank, never behind a rank-dependent branch.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from torch import Tensor
@@ -61,7 +61,7 @@ class Callbacks:
             raise ValueError(f"callback names must be unique: {names}")
         self.items = list(callbacks)
 
-    def __iter__(self):  # type: ignore[no-untyped-def]
+    def __iter__(self) -> Iterator[Callback]:
         return iter(self.items)
 
     def call(self, hook: str, *args: Any) -> None:

@@ -4,6 +4,7 @@ and output-logit telemetry, numerics counters, and the early-warning signals of 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -136,7 +137,7 @@ class ActivationTelemetry(Callback):
         self.sums = torch.zeros(3, dtype=torch.float64, device=run.device)  # sum z², sum lse, positions
         self.handles: list[Any] = []
 
-    def _hook(self, layer: int) -> Any:
+    def _hook(self, layer: int) -> Callable[[nn.Module, tuple[Tensor, ...], Tensor], None]:
         def hook(module: nn.Module, args: tuple[Tensor, ...], output: Tensor) -> None:
             q, k = args[0].float(), args[1].float()
             scores = q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1])

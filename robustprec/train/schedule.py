@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import math
-from typing import Any
+
+from robustprec.config import OptimConfig
 
 
-def lr_at(step: int, optim: Any, total_steps: int) -> float:
+def lr_at(step: int, optim: OptimConfig, total_steps: int) -> float:
     """Learning rate for optimizer step `step` (0-based)."""
     peak = optim.lr
     if optim.warmup_steps and step < optim.warmup_steps:
