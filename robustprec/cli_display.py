@@ -75,8 +75,8 @@ class TrainProgress:
 
 
 _SUMMARY_KEYS = (
-    "status", "reason", "diverged_at", "initial_loss", "final_eval_loss", "steps_completed",
-    "spike_events", "tokens_per_s", "mfu", "params", "wall_time_s", "device",
+    "status", "reason", "diverged_at", "diverged_phase", "initial_loss", "final_eval_loss", "steps_completed",
+    "instability_events", "tokens_per_s", "mfu", "params", "wall_time_s", "device",
 )  # fmt: skip
 
 
@@ -192,7 +192,6 @@ _STATUS_STYLE = {
     "running": "cyan",
     "converged": "green",
     "diverged": "red",
-    "unstable": "yellow",
     "error": "bold red",
 }
 
@@ -211,7 +210,7 @@ class SweepProgress:
 
     def _line(self, state: dict[str, Any]) -> str:
         counts = state["counts"]
-        parts = [f"[{_STATUS_STYLE.get(s, '')}]{s} {n}[/]" for s, n in counts.items() if n or s != "unstable"]
+        parts = [f"[{_STATUS_STYLE.get(s, '')}]{s} {n}[/]" for s, n in counts.items()]
         recent = state["recent"]
         tail = f"  last: {recent[-1][0]} -> {recent[-1][1]}" if recent else ""
         return f"trials {self.total}: " + " · ".join(parts) + tail

@@ -74,7 +74,7 @@ def test_from_rows_normalises_columns():
 def test_axes_are_the_swept_keys_only():
     r = rows()
     for row in r:
-        row["spike_events"] = 0  # a summary field added after status: never an axis
+        row["instability_events"] = 0  # a summary field added after status: never an axis
     assert Frame.from_rows(r).axes == ("numerics.rounding",)
     # without the result_rows layout: dotted keys and init/data seeds
     loose = [{"status": "converged", "model.qk_norm": True, "data_seed": 3, "startup_s": 1.0}]

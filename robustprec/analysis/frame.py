@@ -8,7 +8,7 @@ Built from `result_rows` dicts or a `trials.parquet`. Normalised columns:
 | `lr` | float64 | `optim.lr` (or `lr`) |
 | `seed` | int64 | `seed` (a one-seed sweep omits the axis: seed 0, as `expand_seeds(1) == [0]`) |
 | `model` | str | `model.preset` (or `model`) |
-| `status` | str | `status` (converged / diverged / unstable / error / pending / running) |
+| `status` | str | `status` (converged / diverged / error / pending / running) |
 | `diverged` | bool | `status == "diverged"` |
 | `final_eval_loss`, `diverged_at`, `initial_loss` | float64 (NaN = missing) | the trial summary |
 
@@ -44,7 +44,7 @@ __all__ = [
     "load_frame",
 ]
 
-OUTCOME_STATUSES = ("converged", "diverged", "unstable")  # trials that are results (error/pending are not)
+OUTCOME_STATUSES = ("converged", "diverged")  # trials that are results (error/pending are not)
 # normalised name -> accepted source names, first found wins
 _SOURCES: dict[str, tuple[str, ...]] = {
     "format": ("numerics.backend", "format", "backend"),
@@ -192,7 +192,7 @@ class Frame:
         return Frame(new, self.axes)
 
     def outcomes(self) -> Frame:
-        """Only the trials that are results (converged, diverged or unstable), with a finite lr."""
+        """Only the trials that are results (converged or diverged), with a finite lr."""
         status = self.columns["status"]
         mask = np.isin(status, OUTCOME_STATUSES) & np.isfinite(self.columns["lr"])
         return self.filter(mask)

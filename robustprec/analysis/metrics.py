@@ -7,7 +7,7 @@
 - η_stable, the largest grid LR where every seed converged (`eta_stable`);
 - the logit-sharpness trajectory summary of one trial (`sharpness_summary`).
 
-`unstable` trials (a spike that recovered, METHODS §3) count as converged everywhere.
+A trial with recovered spikes (instability events, METHODS §3) is converged.
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ import numpy as np
 
 from robustprec.analysis import plots
 from robustprec.analysis.analyze import Analysis, analyze, boundary_curves, condition_labels, overview_series
-from robustprec.analysis.frame import Frame, attach_curve_summaries, attach_summaries
+from robustprec.analysis.frame import OUTCOME_STATUSES, Frame, attach_curve_summaries, attach_summaries
 from robustprec.analysis.load import LoadedSweep, load_sweep
 from robustprec.analysis.metrics import l0_by_model
 
@@ -76,7 +76,7 @@ def plot_rows(frame: Frame) -> list[dict[str, Any]]:
     is its own line, keyed like the analysis results)."""
     labels = condition_labels(frame)
     keys = frame.condition_keys()
-    rows = [r for r in frame.to_rows() if r["status"] in ("converged", "diverged", "unstable")]
+    rows = [r for r in frame.to_rows() if r["status"] in OUTCOME_STATUSES]
     return [{**r, "format": labels[tuple(r[k] for k in keys)]} for r in rows]
 
 

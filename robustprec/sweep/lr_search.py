@@ -38,7 +38,9 @@ class SearchSettings:
         if not 0 < self.lo < self.hi:
             raise ValueError(f"lr_search needs 0 < lo < hi; got lo={self.lo}, hi={self.hi}")
         if self.coarse_points < 2 or self.seeds_per_point < 1 or self.target_ci_ratio <= 1:
-            raise ValueError("lr_search needs coarse_points >= 2, seeds_per_point >= 1 and target_ci_ratio > 1")
+            raise ValueError(
+                "lr_search needs coarse_points >= 2, seeds_per_point >= 1 and target_ci_ratio > 1"
+            )
         if self.max_trials < self.coarse_points * self.seeds_per_point:
             raise ValueError(
                 f"lr_search.max_trials ({self.max_trials}) is below the coarse bracket's "
@@ -116,7 +118,11 @@ class EtaCSearch:
         return min(pure) if diverged else max(pure)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"outcomes": [list(o) for o in self.outcomes], "proposed": self.proposed, "next_seed": self.next_seed}
+        return {
+            "outcomes": [list(o) for o in self.outcomes],
+            "proposed": self.proposed,
+            "next_seed": self.next_seed,
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.outcomes = [(float(a), int(b), bool(c)) for a, b, c in state["outcomes"]]

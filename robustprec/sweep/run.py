@@ -332,7 +332,6 @@ def run_sweep(
     rows = result_rows(plan)
     _write_table(rows, Path(plan.root) / TRIALS_TABLE)
     counts = {s: sum(r["status"] == s for r in rows) for s in STATUSES}
-    counts["unstable"] = sum(r["status"] == "unstable" for r in rows)
     tracking = tracker.finish(counts) if tracker is not None else {}
     return SweepOutcome(plan, rows, resumed, time.perf_counter() - t0, counts, tracking)
 

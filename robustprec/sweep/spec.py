@@ -42,7 +42,7 @@ class TrialSpec:
 
 @dataclass
 class TrialResult:
-    """What a finished trial returns: its final status (`converged`, `diverged`, `unstable`, `error`) and summary."""
+    """What a finished trial returns: its final status (`converged`, `diverged`, `error`) and summary."""
 
     trial_id: str
     status: str
