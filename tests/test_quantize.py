@@ -708,3 +708,21 @@ def test_package_level_quantize_is_the_function():
     x = torch.tensor([1.0, 1.0625, 1.1875])  # two ties of a 3-bit mantissa: both go to the even neighbour
     assert callable(numerics.quantize)
     assert numerics.quantize(x, "E4M3").tolist() == [1.0, 1.0, 1.25]
+
+
+def test_stochastic_exact_expectation_on_a_grid() -> None:
+    """Enumerate the random bits that decide: the mean of the outcomes is x exactly (normal and subnormal range)."""
+    from robustprec.numerics.quantize import _round, quant_plan
+
+    # normal range, E8M20 (d = 3 dropped bits): x = 1 + i * 2^-23, every value of the 3 low random bits
+    p = quant_plan(parse_format("E8M20:rounding=stochastic"))
+    x = (1.0 + torch.arange(8, dtype=torch.float64) * 2.0**-23).float()
+    rnd = torch.arange(8, dtype=torch.int32) | (0x5A5A5 << 3)  # high bits do not matter here
+    q, _ = _round(x.repeat_interleave(8), rnd.repeat(8), p, False)
+    assert torch.equal(q.double().view(8, 8).mean(1), x.double())
+    # subnormal range, E4M3 (quantum 2^-9): x = 2^-9 * (1 + i / 8), every value of the top 3 random bits
+    p = quant_plan(parse_format("E4M3:rounding=stochastic"))
+    x = (2.0**-9 * (1 + torch.arange(8, dtype=torch.float64) / 8)).float()
+    rnd = (torch.arange(8, dtype=torch.int32) << 28) | 0x1F
+    q, _ = _round(x.repeat_interleave(8), rnd.repeat(8), p, False)
+    assert torch.equal(q.double().view(8, 8).mean(1), x.double())
