@@ -260,8 +260,6 @@ def test_stochastic_rounding_is_seeded() -> None:
     assert err_sr < err_rn / 3
 
 
-
-
 # ----------------------------------------------------------------------------------------------------------
 # Carriers: which dtype each GEMM runs in, and that it gives the float32 GEMM of the quantized operands
 # ----------------------------------------------------------------------------------------------------------
@@ -315,11 +313,11 @@ def test_formats_taken_to_tf32_hold_only_tf32_numbers() -> None:
     for spec in ["E5M8", "E8M10", "E5M10", "E3M10:scaling=tensor", "E8M9"]:
         assert exact_in_tf32(parse_format(spec)) and not exact_in_bf16(parse_format(spec))
         vals = dequantized_values(spec).float()
-        vals = vals[vals.abs() >= 2.0**-126]  # float32 denormals: the documented exception (tensor cores may flush)
+        vals = vals[vals.abs() >= 2.0**-126]  # float32 denormals: the documented exception (may be flushed)
         assert int((vals.view(torch.int32) & 0x1FFF).count_nonzero()) == 0, spec
     for spec in ["E5M11", "E8M12"]:
         assert not exact_in_tf32(parse_format(spec))
-        one_ulp = torch.tensor([1.0 + 2.0**-parse_format(spec).man_bits])
+        one_ulp = torch.tensor([1.0 + 2.0 ** -parse_format(spec).man_bits])
         assert int((one_ulp.view(torch.int32) & 0x1FFF).count_nonzero()) > 0
 
 
@@ -489,7 +487,9 @@ def test_resume_continues_the_stream_bit_for_bit() -> None:
     fresh = copy.deepcopy(base)
     h3 = apply_simulated(fresh, SR, seed=3)
     fresh.load_state_dict(saved[0])
-    assert not torch.equal(_train(fresh, h3, range(2, 3), torch.optim.SGD(fresh.parameters(), lr=0.1))[0], want[2])
+    assert not torch.equal(
+        _train(fresh, h3, range(2, 3), torch.optim.SGD(fresh.parameters(), lr=0.1))[0], want[2]
+    )
 
 
 def test_evaluation_stream_is_fixed_and_separate() -> None:
@@ -532,7 +532,9 @@ def test_telemetry_counts_from_compiled_backward_accumulate() -> None:
 
 def _stack(seed: int = 0) -> nn.Module:
     torch.manual_seed(seed)
-    return nn.Sequential(nn.Linear(16, 32, bias=False), nn.ReLU(), nn.Linear(32, 24), nn.ReLU(), nn.Linear(24, 8))
+    return nn.Sequential(
+        nn.Linear(16, 32, bias=False), nn.ReLU(), nn.Linear(32, 24), nn.ReLU(), nn.Linear(24, 8)
+    )
 
 
 GRAPH_CASES = [  # every rounding, every scaling, every operand set, telemetry on
@@ -615,3 +617,13 @@ def test_compiled_sim_stack_is_bit_identical_to_eager() -> None:
     for key, value in s_eager.items():
         assert value == s_comp[key] if key.startswith(("act", "weight")) else abs(value - s_comp[key]) < 1e-3
     assert s_eager["act_underflow_frac"] > 0
+
+
+def test_config_gemm_output() -> None:
+    from robustprec.config import load_config
+    from robustprec.errors import ConfigError
+
+    assert load_config(None, []).numerics.gemm_output == "fp32"
+    assert load_config(None, ["numerics.gemm_output=bf16"]).numerics.gemm_output == "bf16"
+    with pytest.raises((ConfigError, ValueError)):
+        load_config(None, ["numerics.gemm_output=fp16"])

@@ -41,7 +41,15 @@ from torch import Tensor
 
 from robustprec.numerics.formats import FloatFormat, parse_format
 
-__all__ = ["QuantPlan", "QuantStats", "mix64", "quant_plan", "quantize", "quantize_values", "quantize_with_stats"]
+__all__ = [
+    "QuantPlan",
+    "QuantStats",
+    "mix64",
+    "quant_plan",
+    "quantize",
+    "quantize_values",
+    "quantize_with_stats",
+]
 
 _GOLDEN = 0x9E3779B97F4A7C15 - (1 << 64)  # splitmix64's increment, as a signed int64
 _MUL1 = 0xBF58476D1CE4E5B9 - (1 << 64)

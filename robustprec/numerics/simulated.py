@@ -68,7 +68,7 @@ OPERANDS = ("act", "weight", "grad")
 GEMM_OUTPUTS = ("fp32", "bf16")
 DEFAULT_EXCLUDE = ("*embed*", "*lm_head*", "*wte*", "*wpe*")
 _AUTOCAST_DEVICES = ("cpu", "cuda", "xpu", "hpu", "mps")
-EVAL_SEED = 0x5EED_E7A1  # the evaluation stream of stochastic rounding (fixed: evals are comparable across steps)
+EVAL_SEED = 0x5EED_E7A1  # salt of the evaluation stream (fixed: evals are comparable across steps)
 BF16_MAN_BITS = 7
 BF16_MIN_QUANTUM_EXP = -133  # bf16's smallest subnormal is 2^-133
 TF32_MAN_BITS = 10
@@ -169,7 +169,7 @@ class _SimState:
         self.seed = int(seed)
         self.train_base = torch.tensor(mix64_int(self.seed), **i64)
         self.eval_base = torch.tensor(mix64_int(self.seed ^ EVAL_SEED), **i64)
-        self.calls = torch.zeros((), **i64)  # calls of converted modules so far (the training stream position)
+        self.calls = torch.zeros((), **i64)  # calls of converted modules so far: the training stream position
         self.eval_calls = torch.zeros((), **i64)
         self.counts = torch.zeros(2, 3, dtype=torch.float64, device=device)  # act, weight: ovf, unf, numel
         self.sink = torch.zeros(3, dtype=torch.float64, device=device, requires_grad=True)  # grad counts
