@@ -219,3 +219,18 @@ def test_compiled_resume_and_evaluation_on_cuda() -> None:
     hb.load_state_dict(ha.state_dict())
     got += run(b, hb, range(2, 4), evaluate=True)
     assert all(torch.equal(g, w) for g, w in zip(got, want, strict=True))
+
+
+def test_converted_on_cpu_then_moved_to_cuda() -> None:
+    """The plain benchmark loop converts on the CPU and moves the model afterwards: the counters follow."""
+    torch.manual_seed(5)
+    model = _stack()
+    handle = apply_simulated(model, "E4M3:rounding=stochastic", seed=1)
+    model.cuda()
+    fn = torch.compile(model, fullgraph=True)
+    for _ in range(2):
+        fn(torch.randn(4, 16, device="cuda")).square().sum().backward()
+    assert handle.state_dict()["calls"] == 6
+    assert set(handle.pop_stats()) == {
+        f"{k}_{w}_frac" for k in ("act", "weight", "grad") for w in ("overflow", "underflow")
+    }

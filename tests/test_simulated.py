@@ -627,3 +627,22 @@ def test_config_gemm_output() -> None:
     assert load_config(None, ["numerics.gemm_output=bf16"]).numerics.gemm_output == "bf16"
     with pytest.raises((ConfigError, ValueError)):
         load_config(None, ["numerics.gemm_output=fp16"])
+
+
+def test_counters_follow_the_module_to_another_dtype_and_device() -> None:
+    """`.to()` after conversion (as DeepSpeed and the plain loop do) moves the shared state with the weights
+    (a real device move is in tests/test_cuda_numerics.py); a dtype cast leaves it alone."""
+    torch.manual_seed(14)
+    model = nn.Sequential(nn.Linear(8, 8), nn.Linear(8, 8))
+    handle = apply_simulated(model, "E2M1:rounding=stochastic", seed=2)
+    st = model[0]._sim
+    model.double()
+    assert (
+        st.calls.dtype == torch.int64 and st.counts.dtype == torch.float64 and st.calls.device.type == "cpu"
+    )
+    model(torch.randn(3, 8, dtype=torch.float64) * 10).sum().backward()
+    stats = handle.pop_stats()
+    assert stats["act_overflow_frac"] > 0 and handle.state_dict()["calls"] == 2
+    model.to(torch.device("meta"))
+    assert st.calls.device.type == "meta" and st.sink.device.type == "meta"
+    assert st.sink.is_leaf and st.sink.requires_grad

@@ -174,6 +174,14 @@ class _SimState:
         self.counts = torch.zeros(2, 3, dtype=torch.float64, device=device)  # act, weight: ovf, unf, numel
         self.sink = torch.zeros(3, dtype=torch.float64, device=device, requires_grad=True)  # grad counts
 
+    def to(self, device: torch.device) -> None:
+        """Move the counters and telemetry tensors to `device` (a no-op if they are there)."""
+        if self.calls.device == device:
+            return
+        for name in ("train_base", "eval_base", "calls", "eval_calls", "counts"):
+            setattr(self, name, getattr(self, name).to(device))
+        self.sink = self.sink.detach().to(device).requires_grad_(True)
+
     def next_key(self) -> Tensor | None:
         """The stream key of this call (None without stochastic rounding); advances the call counter."""
         if not self.stochastic:
@@ -263,6 +271,12 @@ class SimLinear(nn.Linear):
             wq = st.operand("weight", self.weight, key)
             sink = st.sink if st.counting and "grad" in st.formats else None
             return _SimLinearFn.apply(input, self.weight, self.bias, xq, wq, key, sink, st.gemms)
+
+    def _apply(self, fn: Any, recurse: bool = True) -> SimLinear:
+        """`.to(device)`, `.cuda()` ...: the shared counters follow the weight's device."""
+        super()._apply(fn, recurse)
+        self._sim.to(self.weight.device)
+        return self
 
     def extra_repr(self) -> str:
         fmts = ", ".join(f"{k}={f.spec}" for k, f in self._sim.formats.items())
@@ -415,8 +429,8 @@ def apply_simulated(
 
     `fmt` is one format for all `operands` (subset of act/weight/grad) or a dict operand -> format (operands
     missing from the dict are not quantized). Only modules of class exactly `nn.Linear` are converted.
-    `seed` selects the stochastic-rounding streams (default 0). `device` is where the model will run (default:
-    the first converted weight's device): the counters live there. `gemm_output` ``bf16`` rounds GEMM outputs
+    `seed` selects the stochastic-rounding streams (default 0). `device` is where the counters are created
+    (default: the first converted weight's device); they follow the modules on `.to(device)`. `gemm_output` ``bf16`` rounds GEMM outputs
     to bfloat16. Deprecated: `generator` stands for ``seed=generator.initial_seed(), device=generator.device``.
     Raises ValueError if nothing matched.
     """
