@@ -103,8 +103,6 @@ class QuantPlan:
     overflow: str
     scaling: str  # none, tensor or block
     block: int
-    max_fm: float  # np.frexp(max_normal)
-    max_em: int
     scale_lo: int  # clamp of the scale exponent k
     scale_hi: int
     c: _Container
@@ -143,15 +141,12 @@ def quant_plan(fmt: FloatFormat, c: _Container = _F32) -> QuantPlan:
     nan_bits = inf_bits | (1 << (c.man - 1))
     min_norm_bits = _bits(fmt.min_normal, c)
     flush = not fmt.subnormals
-    fm, em = np.frexp(fmt.max_normal)
     scaling = "block" if fmt.block_size else fmt.scaling
     return QuantPlan(
         rounding=fmt.rounding,
         overflow=fmt.overflow or "inf",
         scaling=scaling,
         block=fmt.block_size or 1,
-        max_fm=float(fm),
-        max_em=int(em),
         scale_lo=-(c.bias - 1),
         scale_hi=min(c.bias - 1, fmt.max_scale_exp),
         c=c,
@@ -248,11 +243,17 @@ def _pow2(k: Tensor, c: _Container) -> Tensor:
 
 
 def _scale_exponent(amax: Tensor, p: QuantPlan) -> Tensor:
-    """Largest integer k with amax * 2^k <= max_normal (0 where amax is 0), clamped to [scale_lo, scale_hi]."""
-    frac, exp = torch.frexp(amax)
-    k = (p.max_em - exp) - (frac > p.max_fm).to(exp.dtype)
-    k = torch.where(amax > 0, k, torch.zeros_like(k))
-    return k.clamp(p.scale_lo, p.scale_hi)
+    """Largest integer k with amax * 2^k <= max_normal (0 where amax is 0), clamped to [scale_lo, scale_hi].
+
+    From the bits (torch.frexp does not trace in a backward with dynamic shapes): amax = 1.f * 2^e and
+    max_normal = 1.F * 2^E give k = E - e, less one if f > F."""
+    c = p.c
+    small = amax < 2.0 ** (1 - c.bias)  # container subnormals: lifted exactly into the normal range first
+    bits = torch.where(small, amax * 2.0**c.man, amax).view(c.int_dtype)
+    e = (bits >> c.man) - c.bias - small.to(c.int_dtype) * c.man
+    mant_mask = (1 << c.man) - 1
+    k = (p.max_bits >> c.man) - c.bias - e - ((bits & mant_mask) > (p.max_bits & mant_mask)).to(c.int_dtype)
+    return torch.where(amax > 0, k, 0).clamp(p.scale_lo, p.scale_hi)
 
 
 def _blocks(x: Tensor, n: int) -> Tensor:
@@ -261,7 +262,7 @@ def _blocks(x: Tensor, n: int) -> Tensor:
     pad = (-xb.shape[-1]) % n
     if pad:
         xb = F.pad(xb, (0, pad))
-    return xb.reshape(*xb.shape[:-1], xb.shape[-1] // n, n)
+    return xb.unflatten(-1, (-1, n))
 
 
 def _quantize_plan(x: Tensor, p: QuantPlan, key: Tensor | None, stats: bool) -> tuple[Tensor, Tensor | None]:
@@ -282,8 +283,7 @@ def _quantize_plan(x: Tensor, p: QuantPlan, key: Tensor | None, stats: bool) -> 
         q, counts = _round(xb * _pow2(k, p.c), rnd, p, stats)
         q = q * _pow2(-k, p.c)
         if p.scaling == "block":
-            last = x.shape[-1] if x.dim() else 1
-            q = q.reshape(*q.shape[:-2], -1)[..., :last].reshape(x.shape)
+            q = q.flatten(-2)[..., : x.shape[-1] if x.dim() else 1].reshape_as(x)
     return q, (None if counts is None else _with_numel(counts, x))
 
 
