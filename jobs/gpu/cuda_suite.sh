@@ -13,7 +13,7 @@ python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.versio
 python3 -c "import pytest, hypothesis, ml_dtypes" || { echo "the bundle lacks pytest/hypothesis/ml_dtypes: see the header"; exit 1; }
 
 T0=$(date +%s)
-timeout 480 python3 -m pytest tests/test_cuda_numerics.py -m cuda -q -rfEs -p no:cacheprovider --durations=15 \
+timeout 540 python3 -m pytest tests/test_cuda_numerics.py -m cuda -q -rfEs -p no:cacheprovider --durations=15 \
   --junitxml="$OUT/cuda_suite.xml" > "$OUT/cuda_suite.txt" 2>&1
 rc=$?
 echo "cuda suite rc=$rc $(( $(date +%s) - T0 )) s"

@@ -233,7 +233,7 @@ class _SimLinearFn(torch.autograd.Function):
         gemms: _Gemms = ctx.gemms
         x_dtype, w_dtype, b_dtype = ctx.meta
         g = grad_out.reshape(-1, grad_out.shape[-1]).float()
-        stats = ctx.needs_input_grad[6]
+        stats = ctx.needs_input_grad[6]  # the telemetry leaf is passed only when grad is quantized
         gq, counts = g, None
         if gemms.grad_plan is not None:
             gq, counts = quantize_values(g, gemms.grad_plan, None if key is None else key + 2, stats)
@@ -246,8 +246,6 @@ class _SimLinearFn(torch.autograd.Function):
             dw = gemms.output(carrier_mm(gq.t(), xq.reshape(-1, xq.shape[-1]), gemms.wgrad)).to(w_dtype)
         if b_dtype is not None and ctx.needs_input_grad[2]:
             db = g.sum(0).to(b_dtype)
-        if stats and counts is None:  # grad not quantized: nothing to count
-            counts = g.new_zeros(3, dtype=torch.float64)
         return dx, dw, db, None, None, None, counts, None
 
 
