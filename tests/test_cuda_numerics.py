@@ -117,9 +117,8 @@ def test_carriers_really_use_tensor_cores() -> None:
     """Negative controls: unquantized float32 operands break the bound on the bf16 and TF32 carriers (so they
     do run in reduced precision), and stay within it on the fp32 carrier."""
     g = torch.Generator(device=DEV).manual_seed(0)
-    a = torch.randn(
-        256, 64, device=DEV, generator=g
-    )  # small K: the bound (∝ K) is far below TF32's rounding
+    # small K: the bound (∝ K) is far below the error of rounding the operands to TF32 or bf16
+    a = torch.randn(256, 64, device=DEV, generator=g)
     b = torch.randn(64, 128, device=DEV, generator=g)
     bound = gemm_bound(a.double(), b.double())
     exact = a.double() @ b.double()
