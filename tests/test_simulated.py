@@ -568,6 +568,24 @@ def test_zero_graph_breaks(spec: str, operands: tuple[str, ...]) -> None:
     assert counter.frame_count <= 2  # evaluation may add one graph, and training reuses its own
 
 
+@pytest.mark.parametrize(
+    ("spec", "operands"), [GRAPH_CASES[3], ("E5M2:scaling=tensor", ("act", "weight", "grad"))]
+)
+def test_zero_graph_breaks_dynamic_shapes(spec: str, operands: tuple[str, ...]) -> None:
+    """dynamic=True: one graph serves every batch size (scaled grad formats once failed to trace here)."""
+    from torch._dynamo.testing import CompileCounterWithBackend
+
+    torch._dynamo.reset()
+    model = _stack()
+    handle = apply_simulated(model, spec, operands=operands, seed=1)
+    counter = CompileCounterWithBackend("aot_eager")
+    compiled = torch.compile(model, backend=counter, fullgraph=True, dynamic=True)
+    for n in (5, 7, 9):
+        compiled(torch.randn(n, 3, 16)).square().sum().backward()
+    assert counter.frame_count == 1
+    assert handle.state_dict()["calls"] == 9 or "stochastic" not in spec
+
+
 def test_compiled_quantizer_is_bit_identical_to_eager() -> None:
     """Inductor (CPU) compiles the same function: same bits and counts, each rounding branch covered."""
     from test_quantize import generic_inputs_f32

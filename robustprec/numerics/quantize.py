@@ -121,8 +121,10 @@ class QuantPlan:
     half_min_bits: int
     sub_path: bool  # target subnormals lie among container normals: handled by scaled integer rounding
     flush: bool  # subnormals disabled
-    up_scale: float
-    down_scale: float
+    up_exp: (
+        int  # exponents of the power-of-two scales of the subnormal range (ints: under dynamic=True, float
+    )
+    down_exp: int  # attributes become symbolic and cannot enter a traced backward)
     identity: bool  # the format holds every value of the container: a no-op
 
 
@@ -165,8 +167,8 @@ def quant_plan(fmt: FloatFormat, c: _Container = _F32) -> QuantPlan:
         half_min_bits=_bits(fmt.min_normal / 2, c),
         sub_path=fmt.subnormals and min_norm_bits > (1 << c.man),
         flush=flush,
-        up_scale=2.0 ** (-fmt.min_exp if flush else m - fmt.min_exp),
-        down_scale=2.0 ** (fmt.min_exp - m),
+        up_exp=-fmt.min_exp if flush else m - fmt.min_exp,
+        down_exp=fmt.min_exp - m,
         identity=c is _F32 and d == 0 and fmt.subnormals and fmt.overflow == "inf" and scaling == "none",
     )
 
@@ -224,9 +226,9 @@ def _round_small(a: Tensor, r: Tensor, rnd: Tensor | None, p: QuantPlan) -> Tens
     if p.flush:
         if p.rounding == "truncate":
             return r.masked_fill(sub, 0)
-        up = a > p.half_min_bits if p.rounding == "nearest" else u < ax * p.up_scale  # type: ignore[operator]
+        up = a > p.half_min_bits if p.rounding == "nearest" else u < ax * 2.0**p.up_exp  # type: ignore[operator]
         return torch.where(sub, up.to(c.int_dtype) * p.min_norm_bits, r)
-    s = ax * p.up_scale  # exact: the subnormal quantum becomes 1
+    s = ax * 2.0**p.up_exp  # exact: the subnormal quantum becomes 1
     if p.rounding == "nearest":
         s = torch.round(s)
     elif p.rounding == "truncate":
@@ -234,7 +236,7 @@ def _round_small(a: Tensor, r: Tensor, rnd: Tensor | None, p: QuantPlan) -> Tens
     else:
         frac = torch.frac(s)  # s >= 0: s - frac(s) is floor(s), exactly
         s = (s - frac) + (u < frac).to(c.float_dtype)  # type: ignore[operator]
-    return torch.where(sub, (s * p.down_scale).view(c.int_dtype), r)
+    return torch.where(sub, (s * 2.0**p.down_exp).view(c.int_dtype), r)
 
 
 def _pow2(k: Tensor, c: _Container) -> Tensor:
