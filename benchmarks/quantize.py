@@ -1,10 +1,10 @@
-"""Quantizer speed: eager vs fused (torch.compile) `quantize` / `quantize_with_stats`, per format and tensor shape.
+"""Quantizer speed: the one quantizer run eagerly vs compiled (torch.compile), per format and tensor shape.
 
-Runs on CUDA if available, else CPU. For each format and shape it times both paths (best of --repeats, each a
-loop long enough to dwarf timer noise), checks that the fused result and counts are bit-identical to the eager
-ones, and prints a markdown table with elements/s and the fused speed-up. The first fused calls of a format
-compile its two graphs (with and without stats): `first fused call (s)`; for later shapes it shows that
-nothing recompiles.
+Runs on CUDA if available, else CPU. For each format and shape it times `quantize_values` eager and compiled
+(best of --repeats, each a loop long enough to dwarf timer noise), with and without the overflow/underflow counts,
+checks that the compiled results and counts are bit-identical to eager, and prints a markdown table with
+elements/s and the compiled speed-up. The first compiled call of a format includes compiling: `first compiled
+call (s)`. In training the quantizer is not called on its own: it is fused into the model's compiled graph.
 
 python benchmarks/quantize.py [--shapes 4096x4096,16384x768] [--formats bf16,fp8_e4m3] [--repeats 5] [--quick]
 """
@@ -17,8 +17,8 @@ from collections.abc import Callable
 
 import torch
 
-from robustprec.numerics import fused
-from robustprec.numerics.quantize import quantize, quantize_with_stats, set_fused
+from robustprec.numerics.formats import parse_format
+from robustprec.numerics.quantize import quant_plan, quantize_values
 from robustprec.provenance import device_name
 
 CASES = ["bf16", "fp8_e4m3", "fp8_e5m2", "E8M3", "bf16:rounding=stochastic", "fp8_e4m3:rounding=stochastic",
@@ -55,42 +55,29 @@ def same_bits(a: torch.Tensor, b: torch.Tensor) -> bool:
 def run_case(
     spec: str, x: torch.Tensor, repeats: int, sync: Callable[[], None]
 ) -> tuple[dict[str, tuple[float, float]], float, bool]:
-    """{op: (eager ms, fused ms)}, fused compile seconds, and whether fused == eager bit for bit."""
-    dev = x.device
-    gen = torch.Generator(device=dev)
-
-    def call(op: str, seed: int | None = None) -> Callable[[], object]:
-        def fn() -> object:
-            if seed is not None:
-                gen.manual_seed(seed)
-            return (
-                quantize(x, spec, generator=gen)
-                if op == "quantize"
-                else quantize_with_stats(x, spec, generator=gen)
-            )
-
-        return fn
-
-    set_fused("off")
-    ref_q, ref_s = call("with_stats", seed=0)()
-    set_fused("on")
+    """{op: (eager ms, compiled ms)}, first compiled call seconds, and whether compiled == eager bit for bit."""
+    plan = quant_plan(parse_format(spec))
+    key = torch.tensor(0, dtype=torch.int64, device=x.device)
+    fns = {
+        "quantize": lambda t, k: quantize_values(t, plan, k)[0],
+        "with_stats": lambda t, k: quantize_values(t, plan, k, True),
+    }
+    compiled = {op: torch.compile(fn, dynamic=False) for op, fn in fns.items()}
+    ref_q, ref_c = fns["with_stats"](x, key)
     sync()
     tic = time.perf_counter()
-    got_q, got_s = call("with_stats", seed=0)()
-    call("quantize")()
+    got_q, got_c = compiled["with_stats"](x, key)
+    compiled["quantize"](x, key)
     sync()
     compile_s = time.perf_counter() - tic
-    identical = (
-        same_bits(got_q, ref_q)
-        and int(got_s.overflow) == int(ref_s.overflow)
-        and int(got_s.underflow) == int(ref_s.underflow)
-    )
-    times = {}
-    for op in ("quantize", "with_stats"):
-        set_fused("off")
-        eager = timed(call(op), repeats, sync)
-        set_fused("on")
-        times[op] = (eager, timed(call(op), repeats, sync))
+    identical = same_bits(got_q, ref_q) and torch.equal(got_c, ref_c)
+    times = {
+        op: (
+            timed(lambda f=fns[op]: f(x, key), repeats, sync),
+            timed(lambda f=compiled[op]: f(x, key), repeats, sync),
+        )
+        for op in fns
+    }
     return times, compile_s, identical
 
 
@@ -113,7 +100,7 @@ def main() -> None:
         f"fp32 inputs ~ N(0, 1) * 100, best of {repeats}; Melem/s = elements / time (fp32 in + out: 8 bytes each)"
     )
     print(
-        "| format | shape | op | eager (ms) | fused (ms) | eager Melem/s | fused Melem/s | speed-up | first fused call (s) | identical |"
+        "| format | shape | op | eager (ms) | compiled (ms) | eager Melem/s | compiled Melem/s | speed-up | first compiled call (s) | identical |"
     )
     print("|---|---|---|---|---|---|---|---|---|---|")
     for rows, cols in shapes:
@@ -131,8 +118,6 @@ def main() -> None:
         print(
             f"| (clone, for scale) | {rows}x{cols} | clone | {clone_ms:.3f} | - | {n / clone_ms / 1e3:,.0f} | - | - | - | - |"
         )
-    if fused.fused_error() is not None:
-        print(f"\nfused path unavailable, the fused columns are eager: {fused.fused_error()}")
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ import gc
 import json
 import math
 import os
+import re
 import sys
 import tempfile
 import time
@@ -450,7 +451,7 @@ def run_preset(
     common = {"kind": "compare", "preset": preset, "tokens_per_step": geo.tokens_per_step,
               "flops_per_token": geo.flops_per_token, "timed_steps": timed - warm}  # fmt: skip
     by_backend: dict[str, dict[str, Any]] = {}
-    for backend in args.backends.split(","):
+    for backend in split_backends(args.backends):
         cfg = make_config(args, preset, backend, ours_steps)
         if make_backend(cfg.numerics, device).deepspeed_config():
             notes.append(f"{backend}: the plain loop has no equivalent of its DeepSpeed engine settings")
@@ -495,6 +496,12 @@ def run_preset(
     if bf is not None:
         gap = bf["plain_tokens_per_s"] / ref.tokens_per_s
         notes.append(f"{preset}: plain loop tok/s, robustprec's model / independent GPT (bf16) = {gap:.3f}")
+
+
+def split_backends(spec: str) -> list[str]:
+    """Comma-separated backends; commas inside a sim format's knobs stay (``sim:E5M2:overflow=saturate,rounding=
+    stochastic``): a new item starts only at a plain backend name or at ``sim:``."""
+    return re.split(r",(?=(?:fp32|bf16|fp16|fp8|te)(?:,|$)|sim:)", spec)
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:

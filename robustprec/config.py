@@ -74,6 +74,10 @@ class NumericsConfig(_Strict):
     )
     include: list[str] = Field(default_factory=lambda: ["*"])
     exclude: list[str] = Field(default_factory=lambda: ["*wte*", "*wpe*", "*embed*", "*lm_head*"])
+    gemm_output: Literal["fp32", "bf16"] = Field(
+        default="fp32",
+        description="sim backends: GEMM outputs kept float32, or rounded to bf16 as bf16 training does",
+    )
 
     @field_validator("backend")
     @classmethod

@@ -127,7 +127,6 @@ class SimBackend(Backend):
     def convert(self, model: nn.Module, seed: int) -> None:
         from robustprec.numerics.simulated import apply_simulated
 
-        generator = torch.Generator(device=self.device).manual_seed(seed)
         try:
             self.handle = apply_simulated(
                 model,
@@ -135,7 +134,9 @@ class SimBackend(Backend):
                 operands=tuple(self.cfg.operands),
                 include=tuple(self.cfg.include),
                 exclude=tuple(self.cfg.exclude),
-                generator=generator,
+                seed=seed,
+                device=self.device,
+                gemm_output=self.cfg.gemm_output,
             )
         except ValueError as e:
             raise ConfigError(f"numerics: {e}") from None

@@ -175,6 +175,14 @@ class FloatFormat:
         return float(2.0**-self.man_bits)
 
     @property
+    def max_scale_exp(self) -> int:
+        """Largest up-scaling exponent k of `scaling`: the smallest scaled-back value, 2^(min_exp - m - k), stays a
+        multiple of bfloat16's smallest subnormal 2^-133 (formats with m <= 7) or float32's 2^-149, so every
+        dequantized value is exact in that dtype. Only tensors or blocks with a tiny amax reach the limit."""
+        floor = -133 if self.man_bits <= 7 else -149
+        return self.min_exp - self.man_bits - floor
+
+    @property
     def block_size(self) -> int | None:
         """N for ``scaling=block:N``, else None."""
         return int(self.scaling.split(":")[1]) if self.scaling.startswith("block:") else None

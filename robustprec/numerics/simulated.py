@@ -1,16 +1,39 @@
 """Simulated reduced-precision GEMMs for `nn.Linear` (the "masked GEMM" simulation of Lee et al. 2024, METHODS §2).
 
-Forward quantizes the input activation (``act``) and the weight (``weight``) and multiplies them in float32;
-backward quantizes the output gradient (``grad``) and uses it for both the input gradient (dgrad, g @ W_q) and
-the weight gradient (wgrad, gᵀ @ x_q). The bias is added, and its gradient summed, in float32 from the
-unquantized gradient (it is not a GEMM operand). Master weights are untouched: the quantized weight is a
+Forward quantizes the input activation (``act``) and the weight (``weight``) and multiplies them with float32
+accumulation; backward quantizes the output gradient (``grad``) and uses it for both the input gradient (dgrad,
+g @ W_q) and the weight gradient (wgrad, gᵀ @ x_q). The bias is added, and its gradient summed, in float32 from
+the unquantized gradient (it is not a GEMM operand). Master weights are untouched: the quantized weight is a
 temporary.
 
-Speed without a change of result: when both operands of a GEMM are quantized to formats with at most 10
-mantissa bits (every ExMy of a numerics study), each operand is exactly a TF32 number, so on CUDA the GEMM runs on
-TF32 tensor cores: the products are exact and accumulate in float32, as in the float32 GEMM (only the summation
-order differs, as between any two GEMM kernels; the one exception is a float32-denormal operand, < 2^-126, which
-tensor cores may flush). Measured on an H100: this is what made simulated trials cost about as much as bf16 ones.
+Everything is traceable: under torch.compile the quantizer, the counters and the GEMMs form one graph with the
+model (no graph breaks, no host syncs).
+
+**Carrier of each GEMM** (`gemm_carrier`): the quantized operands are exact in a narrower dtype, so the GEMM can
+run on faster tensor cores with the same exact products and float32 accumulation:
+
+- ``bf16`` when both operands' formats are exact in bfloat16 (`exact_in_bf16`: m <= 7; e <= 8 always holds, and
+  scaled formats keep their dequantized values multiples of bf16's smallest subnormal, `FloatFormat.max_scale_exp`):
+  on CUDA ``torch.mm(a, b, out_dtype=torch.float32)`` on bf16 tensors; the bf16 copies are also what backward
+  keeps (half the activation memory of float32);
+- ``tf32`` when both have m <= 10: a float32 GEMM with TF32 allowed, on CUDA (float32-denormal operands,
+  < 2^-126, may be flushed by tensor cores);
+- ``fp32`` otherwise (or when an operand is not quantized).
+
+On other devices every carrier is the float32 GEMM of the same values. The output is float32-valued;
+``gemm_output="bf16"`` rounds each GEMM's output (after the bias) to bfloat16, as bf16 training does.
+
+**Stochastic rounding** is counter-based (see `robustprec.numerics.quantize`): a call of a converted module takes
+the next value `n` of a shared int64 call counter (a device tensor advanced in the graph), and its act, weight
+and grad operands use the stream keys ``base + 4n + {0, 1, 2}`` with ``base = mix64(seed)``. Keys are unique per
+call and operand, so no two quantizations share random bits (the quantizer mixes the key before use); backward
+reuses the key saved by its forward call. Evaluation forwards (`SimulatedHandle.evaluation`) draw from a separate
+counter, reset on entry, with ``base = mix64(seed ^ EVAL_SEED)``.
+
+**Telemetry**: forward counts (overflow, underflow, elements) are added to a float64 device tensor; backward
+counts travel as the "gradient" of a small float64 leaf tensor (autograd accumulates them in its ``.grad``), since
+an autograd function's backward cannot mutate state without breaking the graph. `SimulatedHandle.pop_stats` reads
+both with one host sync.
 
 `apply_simulated` converts matching modules in place by switching their class to `SimLinear`, so parameter
 objects, hooks and state_dict keys are unchanged (optimizers and DeepSpeed/ZeRO can be set up afterwards).
@@ -20,58 +43,45 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from robustprec.numerics.formats import FloatFormat, parse_format
-from robustprec.numerics.quantize import quantize, quantize_with_stats
+from robustprec.numerics.quantize import QuantPlan, mix64_int, quant_plan, quantize_values
 
-__all__ = ["OPERANDS", "SimLinear", "SimulatedHandle", "apply_simulated"]
+__all__ = [
+    "GEMM_OUTPUTS",
+    "OPERANDS",
+    "SimLinear",
+    "SimulatedHandle",
+    "apply_simulated",
+    "exact_in_bf16",
+    "exact_in_tf32",
+    "gemm_carrier",
+]
 
 OPERANDS = ("act", "weight", "grad")
+GEMM_OUTPUTS = ("fp32", "bf16")
 DEFAULT_EXCLUDE = ("*embed*", "*lm_head*", "*wte*", "*wpe*")
 _AUTOCAST_DEVICES = ("cpu", "cuda", "xpu", "hpu", "mps")
-EVAL_SEED = (
-    0x5EED_E7A1  # the evaluation stream of stochastic rounding (fixed: evals are comparable across steps)
-)
-
-
-class _Telemetry:
-    """Per-operand counters: element counts on the host, overflow/underflow counts as device tensors."""
-
-    def __init__(self, kinds: Sequence[str]) -> None:
-        self.kinds = tuple(kinds)
-        self.enabled = True
-        self._numel = dict.fromkeys(self.kinds, 0)
-        self._counts: dict[str, Tensor] = {}  # kind -> int64 tensor [overflow, underflow]
-
-    def add(self, kind: str, numel: int, overflow: Tensor, underflow: Tensor) -> None:
-        self._numel[kind] += numel
-        counts = torch.stack((overflow, underflow))
-        acc = self._counts.get(kind)
-        if acc is None:
-            self._counts[kind] = counts
-        else:
-            acc.add_(counts.to(acc.device))
-
-    def pop(self) -> dict[str, float]:
-        out: dict[str, float] = {}
-        for kind in self.kinds:
-            n = self._numel[kind]
-            counts = self._counts.get(kind)
-            ovf, unf = (0, 0) if counts is None else (int(v) for v in counts.tolist())
-            out[f"{kind}_overflow_frac"] = ovf / n if n else 0.0
-            out[f"{kind}_underflow_frac"] = unf / n if n else 0.0
-        self._numel = dict.fromkeys(self.kinds, 0)
-        self._counts = {}
-        return out
-
-
+EVAL_SEED = 0x5EED_E7A1  # salt of the evaluation stream (fixed: evals are comparable across steps)
+BF16_MAN_BITS = 7
+BF16_MIN_QUANTUM_EXP = -133  # bf16's smallest subnormal is 2^-133
 TF32_MAN_BITS = 10
+
+
+def exact_in_bf16(fmt: FloatFormat | None) -> bool:
+    """Whether every value of `fmt` (after its scaling, if any) is a bfloat16 number: at most 7 mantissa bits, and
+    its smallest quantum 2^(min_exp - m - k) (k up to `max_scale_exp` when scaled) a multiple of 2^-133; the
+    largest value needs no check (e <= 8 and m <= 7 fit bf16's range). An unquantized operand (None) is not."""
+    if fmt is None or fmt.man_bits > BF16_MAN_BITS:
+        return False
+    k = fmt.max_scale_exp if fmt.scaling != "none" else 0
+    return fmt.min_exp - fmt.man_bits - k >= BF16_MIN_QUANTUM_EXP
 
 
 def exact_in_tf32(fmt: FloatFormat | None) -> bool:
@@ -80,73 +90,163 @@ def exact_in_tf32(fmt: FloatFormat | None) -> bool:
     return fmt is not None and fmt.man_bits <= TF32_MAN_BITS
 
 
-@contextlib.contextmanager
-def _tf32(enabled: bool) -> Any:
-    """Allow TF32 for float32 CUDA matmuls inside the block (restored after)."""
-    if not enabled:
-        yield
-        return
+def gemm_carrier(a: FloatFormat | None, b: FloatFormat | None) -> str:
+    """The carrier of a GEMM whose operands are quantized to `a` and `b` (None: not quantized)."""
+    if exact_in_bf16(a) and exact_in_bf16(b):
+        return "bf16"
+    if exact_in_tf32(a) and exact_in_tf32(b):
+        return "tf32"
+    return "fp32"
+
+
+@torch.library.custom_op("robustprec::mm_tf32", mutates_args=())
+def _mm_tf32(a: Tensor, b: Tensor) -> Tensor:
+    """float32 mm with TF32 allowed: an opaque op, so the global switch never enters a traced graph."""
     matmul = torch.backends.cuda.matmul
     prev = matmul.fp32_precision
     matmul.fp32_precision = "tf32"
     try:
-        yield
+        return torch.mm(a, b)
     finally:
         matmul.fp32_precision = prev
 
 
+@_mm_tf32.register_fake
+def _mm_tf32_fake(a: Tensor, b: Tensor) -> Tensor:
+    return a.new_empty(a.shape[0], b.shape[1])
+
+
+def carrier_mm(a: Tensor, b: Tensor, carrier: str) -> Tensor:
+    """a @ b (2-D) on `carrier`, float32 output. Off CUDA every carrier is the float32 GEMM."""
+    if a.is_cuda and carrier == "bf16":
+        return torch.mm(a.to(torch.bfloat16), b.to(torch.bfloat16), out_dtype=torch.float32)
+    if a.is_cuda and carrier == "tf32":
+        return _mm_tf32(a.float(), b.float())
+    return torch.mm(a.float(), b.float())
+
+
+@dataclass(frozen=True)
+class _Gemms:
+    """Static choices of one handle: carriers of the three GEMMs, output rounding, and the grad quantizer."""
+
+    fwd: str
+    dgrad: str
+    wgrad: str
+    out_bf16: bool
+    grad_plan: QuantPlan | None
+    grad_store: torch.dtype
+
+    def output(self, out: Tensor) -> Tensor:
+        return out.to(torch.bfloat16).float() if self.out_bf16 else out
+
+
+def _store_dtype(fmt: FloatFormat | None) -> torch.dtype:
+    """Dtype in which a quantized operand is kept: bf16 when exact, else float32."""
+    return torch.bfloat16 if exact_in_bf16(fmt) else torch.float32
+
+
 class _SimState:
-    """What a converted module needs: per-operand formats, the RNG and the shared telemetry, and which of the
-    three GEMMs may run on TF32 tensor cores without changing the result (`exact_in_tf32`)."""
+    """What converted modules share: formats and plans, carriers, the stochastic-rounding counters and the
+    telemetry tensors (all on one device)."""
 
     def __init__(
-        self, formats: dict[str, FloatFormat], generator: torch.Generator | None, telemetry: _Telemetry
+        self, formats: dict[str, FloatFormat], seed: int, device: torch.device, gemm_output: str
     ) -> None:
-        self.formats, self.generator, self.telemetry = formats, generator, telemetry
-        act, weight, grad = (exact_in_tf32(formats.get(k)) for k in OPERANDS)
-        self.tf32_fwd, self.tf32_dgrad, self.tf32_wgrad = act and weight, grad and weight, grad and act
+        if gemm_output not in GEMM_OUTPUTS:
+            raise ValueError(f"gemm_output must be one of {', '.join(GEMM_OUTPUTS)}; got {gemm_output!r}")
+        self.formats = formats
+        self.plans = {k: quant_plan(f) for k, f in formats.items()}
+        act, weight, grad = (formats.get(k) for k in OPERANDS)
+        self.store = {k: _store_dtype(formats.get(k)) for k in OPERANDS}
+        self.gemms = _Gemms(
+            gemm_carrier(act, weight), gemm_carrier(grad, weight), gemm_carrier(grad, act),
+            gemm_output == "bf16", self.plans.get("grad"), self.store["grad"],
+        )  # fmt: skip
+        self.stochastic = any(f.rounding == "stochastic" for f in formats.values())
+        self.telemetry = True
+        self.evaluating = False
+        i64 = {"dtype": torch.int64, "device": device}
+        self.seed = int(seed)
+        self.train_base = torch.tensor(mix64_int(self.seed), **i64)
+        self.eval_base = torch.tensor(mix64_int(self.seed ^ EVAL_SEED), **i64)
+        self.calls = torch.zeros((), **i64)  # calls of converted modules so far: the training stream position
+        self.eval_calls = torch.zeros((), **i64)
+        self.counts = torch.zeros(2, 3, dtype=torch.float64, device=device)  # act, weight: ovf, unf, numel
+        self.sink = torch.zeros(3, dtype=torch.float64, device=device, requires_grad=True)  # grad counts
 
-    def quantize(self, kind: str, t: Tensor) -> Tensor:
-        fmt = self.formats.get(kind)
-        if fmt is None:
-            return t
-        if not self.telemetry.enabled:
-            return quantize(t, fmt, self.generator)
-        q, stats = quantize_with_stats(t, fmt, self.generator)
-        self.telemetry.add(kind, stats.numel, stats.overflow, stats.underflow)
-        return q
+    def to(self, device: torch.device) -> None:
+        """Move the counters and telemetry tensors to `device` (a no-op if they are there)."""
+        if self.calls.device == device:
+            return
+        for name in ("train_base", "eval_base", "calls", "eval_calls", "counts"):
+            setattr(self, name, getattr(self, name).to(device))
+        self.sink = self.sink.detach().to(device).requires_grad_(True)
+
+    def next_key(self) -> Tensor | None:
+        """The stream key of this call (None without stochastic rounding); advances the call counter."""
+        if not self.stochastic:
+            return None
+        calls, base = (self.eval_calls, self.eval_base) if self.evaluating else (self.calls, self.train_base)
+        calls.add_(1)
+        return base + calls * 4
+
+    @property
+    def counting(self) -> bool:
+        return self.telemetry and not self.evaluating
+
+    def operand(self, kind: str, t: Tensor, key: Tensor | None) -> Tensor:
+        """The quantized forward operand `kind` (0 act, 1 weight) in its store dtype; adds its counts."""
+        plan = self.plans.get(kind)
+        if plan is None:
+            return t.detach().float()
+        i = OPERANDS.index(kind)
+        q, counts = quantize_values(t.detach(), plan, None if key is None else key + i, self.counting)
+        if counts is not None:
+            self.counts[i].add_(counts)
+        return q.to(self.store[kind])
 
 
 class _SimLinearFn(torch.autograd.Function):
     @staticmethod
-    def forward(ctx: Any, x: Tensor, weight: Tensor, bias: Tensor | None, state: _SimState) -> Tensor:
-        xq = state.quantize("act", x.float())
-        wq = state.quantize("weight", weight.float())
-        with _tf32(state.tf32_fwd and xq.is_cuda):
-            out = F.linear(xq, wq, None if bias is None else bias.float())
-        ctx.save_for_backward(xq, wq)
-        ctx.state = state
-        ctx.dtypes = (x.dtype, weight.dtype, None if bias is None else bias.dtype)
-        return out.to(x.dtype)
+    def forward(
+        ctx: Any,
+        x: Tensor,
+        weight: Tensor,
+        bias: Tensor | None,
+        xq: Tensor,
+        wq: Tensor,
+        key: Tensor | None,
+        sink: Tensor | None,
+        gemms: _Gemms,
+    ) -> Tensor:
+        out = carrier_mm(xq.reshape(-1, xq.shape[-1]), wq.t(), gemms.fwd)
+        if bias is not None:
+            out = out + bias.float()
+        ctx.save_for_backward(xq, wq, key)
+        ctx.gemms = gemms
+        ctx.meta = (x.dtype, weight.dtype, None if bias is None else bias.dtype)
+        return gemms.output(out).reshape(*x.shape[:-1], out.shape[-1]).to(x.dtype)
 
     @staticmethod
     def backward(ctx: Any, grad_out: Tensor) -> tuple[Tensor | None, ...]:
-        xq, wq = ctx.saved_tensors
-        x_dtype, w_dtype, b_dtype = ctx.dtypes
-        g = grad_out.float()
-        with _no_autocast(g.device.type):
-            g2 = ctx.state.quantize("grad", g).reshape(-1, g.shape[-1])
-            dx = dw = db = None
-            state, cuda = ctx.state, g.is_cuda
-            if ctx.needs_input_grad[0]:
-                with _tf32(state.tf32_dgrad and cuda):
-                    dx = g2.mm(wq).reshape(*g.shape[:-1], wq.shape[1]).to(x_dtype)
-            if ctx.needs_input_grad[1]:
-                with _tf32(state.tf32_wgrad and cuda):
-                    dw = g2.t().mm(xq.reshape(-1, xq.shape[-1])).to(w_dtype)
-            if b_dtype is not None and ctx.needs_input_grad[2]:
-                db = g.reshape(-1, g.shape[-1]).sum(0).to(b_dtype)
-        return dx, dw, db, None
+        xq, wq, key = ctx.saved_tensors
+        gemms: _Gemms = ctx.gemms
+        x_dtype, w_dtype, b_dtype = ctx.meta
+        g = grad_out.reshape(-1, grad_out.shape[-1]).float()
+        stats = ctx.needs_input_grad[6]  # the telemetry leaf is passed only when grad is quantized
+        gq, counts = g, None
+        if gemms.grad_plan is not None:
+            gq, counts = quantize_values(g, gemms.grad_plan, None if key is None else key + 2, stats)
+            gq = gq.to(gemms.grad_store)
+        dx = dw = db = None
+        if ctx.needs_input_grad[0]:
+            dx = gemms.output(carrier_mm(gq, wq, gemms.dgrad))
+            dx = dx.reshape(*grad_out.shape[:-1], wq.shape[1]).to(x_dtype)
+        if ctx.needs_input_grad[1]:
+            dw = gemms.output(carrier_mm(gq.t(), xq.reshape(-1, xq.shape[-1]), gemms.wgrad)).to(w_dtype)
+        if b_dtype is not None and ctx.needs_input_grad[2]:
+            db = g.sum(0).to(b_dtype)
+        return dx, dw, db, None, None, None, counts, None
 
 
 def _no_autocast(device_type: str) -> contextlib.AbstractContextManager[Any]:
@@ -162,8 +262,19 @@ class SimLinear(nn.Linear):
 
     def forward(self, input: Tensor) -> Tensor:
         # Autocast off: the simulated format, not bf16/fp16 autocast, sets the operand precision.
+        st = self._sim
         with _no_autocast(input.device.type):
-            return _SimLinearFn.apply(input, self.weight, self.bias, self._sim)
+            key = st.next_key()
+            xq = st.operand("act", input, key)
+            wq = st.operand("weight", self.weight, key)
+            sink = st.sink if st.counting and "grad" in st.formats else None
+            return _SimLinearFn.apply(input, self.weight, self.bias, xq, wq, key, sink, st.gemms)
+
+    def _apply(self, fn: Any, recurse: bool = True) -> SimLinear:
+        """`.to(device)`, `.cuda()` ...: the shared counters follow the weight's device."""
+        super()._apply(fn, recurse)
+        self._sim.to(self.weight.device)
+        return self
 
     def extra_repr(self) -> str:
         fmts = ", ".join(f"{k}={f.spec}" for k, f in self._sim.formats.items())
@@ -171,13 +282,13 @@ class SimLinear(nn.Linear):
 
 
 class SimulatedHandle:
-    """Result of `apply_simulated`: the converted modules, their formats, telemetry and `remove()`."""
+    """Result of `apply_simulated`: the converted modules, their formats, telemetry, the stochastic-rounding
+    stream state and `remove()`."""
 
     def __init__(self, modules: dict[str, SimLinear], formats: dict[str, FloatFormat], state: _SimState):
         self.modules = modules
         self.formats = formats
         self._state = state
-        self._telemetry = state.telemetry
 
     @property
     def names(self) -> list[str]:
@@ -185,45 +296,60 @@ class SimulatedHandle:
         return list(self.modules)
 
     @property
+    def carriers(self) -> dict[str, str]:
+        """Carrier of each GEMM: {"fwd", "dgrad", "wgrad"} -> bf16 / tf32 / fp32."""
+        g = self._state.gemms
+        return {"fwd": g.fwd, "dgrad": g.dgrad, "wgrad": g.wgrad}
+
+    @property
     def stats_enabled(self) -> bool:
-        return self._telemetry.enabled
+        return self._state.telemetry
 
     @stats_enabled.setter
     def stats_enabled(self, value: bool) -> None:
-        self._telemetry.enabled = bool(value)
+        self._state.telemetry = bool(value)
 
     def pop_stats(self) -> dict[str, float]:
-        """Overflow/underflow fractions per quantized operand since the last call (synchronises once); resets.
+        """Overflow/underflow fractions per quantized operand since the last call (one host sync); resets.
 
         Keys: ``{kind}_overflow_frac`` (finite elements that saturated or became Inf/NaN) and
         ``{kind}_underflow_frac`` (nonzero elements that became zero), for kind in the quantized operands.
         """
-        return self._telemetry.pop()
+        st = self._state
+        grad = st.sink.grad if st.sink.grad is not None else torch.zeros_like(st.sink)
+        rows = torch.cat((st.counts, grad.detach().reshape(1, 3))).tolist()
+        st.counts.zero_()
+        st.sink.grad = None
+        out: dict[str, float] = {}
+        for kind in self.formats:
+            ovf, unf, n = rows[OPERANDS.index(kind)]
+            out[f"{kind}_overflow_frac"] = ovf / n if n else 0.0
+            out[f"{kind}_underflow_frac"] = unf / n if n else 0.0
+        return out
 
     def state_dict(self) -> dict[str, Any]:
         """The stochastic-rounding stream's state (what a checkpoint must hold for an exact resume)."""
-        gen = self._state.generator
-        return {"generator": None if gen is None else gen.get_state()}
+        return {"seed": self._state.seed, "calls": int(self._state.calls)}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore the state saved by `state_dict` (the same stream continues where it stopped)."""
-        gen = self._state.generator
-        if gen is not None and state.get("generator") is not None:
-            gen.set_state(state["generator"].cpu())
+        st = self._state
+        st.seed = int(state["seed"])
+        st.train_base.fill_(mix64_int(st.seed))
+        st.eval_base.fill_(mix64_int(st.seed ^ EVAL_SEED))
+        st.calls.fill_(int(state["calls"]))
 
     @contextlib.contextmanager
     def evaluation(self) -> Iterator[None]:
-        """Forwards inside the block round stochastically from a fixed evaluation stream (reseeded on every
+        """Forwards inside the block round stochastically from a fixed evaluation stream (restarted on every
         entry) and neither draw from nor advance the training stream, nor add to the telemetry counters."""
-        state, tele = self._state, self._telemetry
-        train_gen, enabled = state.generator, tele.enabled
-        if train_gen is not None:
-            state.generator = torch.Generator(device=train_gen.device).manual_seed(EVAL_SEED)
-        tele.enabled = False
+        st = self._state
+        st.eval_calls.zero_()
+        st.evaluating = True
         try:
             yield
         finally:
-            state.generator, tele.enabled = train_gen, enabled
+            st.evaluating = False
 
     def remove(self) -> None:
         """Turn the converted modules back into plain `nn.Linear`."""
@@ -262,23 +388,7 @@ def _resolve_formats(
     return {k: f for k in OPERANDS if k in operands}
 
 
-def apply_simulated(
-    model: nn.Module,
-    fmt: FloatFormat | str | Mapping[str, FloatFormat | str],
-    operands: Sequence[str] = OPERANDS,
-    include: Sequence[str] = ("*",),
-    exclude: Sequence[str] = DEFAULT_EXCLUDE,
-    generator: torch.Generator | None = None,
-) -> SimulatedHandle:
-    """Convert the `nn.Linear` modules of `model` whose qualified name matches an `include` glob and no
-    `exclude` glob into `SimLinear`, in place.
-
-    `fmt` is one format for all `operands` (subset of act/weight/grad) or a dict operand -> format (operands
-    missing from the dict are not quantized). Only modules of class exactly `nn.Linear` are converted.
-    `generator` drives stochastic rounding (global RNG if None). Raises ValueError if nothing matched.
-    """
-    formats = _resolve_formats(fmt, operands)
-    include, exclude = tuple(include), tuple(exclude)
+def _match(model: nn.Module, include: tuple[str, ...], exclude: tuple[str, ...]) -> dict[str, nn.Linear]:
     matched: dict[str, nn.Linear] = {}
     linears = []
     for name, mod in model.named_modules():
@@ -297,8 +407,34 @@ def apply_simulated(
             f"no nn.Linear module matched include={list(include)} exclude={list(exclude)}; "
             f"nn.Linear modules in the model: [{shown}]"
         )
-    telemetry = _Telemetry(list(formats))
-    state = _SimState(formats, generator, telemetry)
+    return matched
+
+
+def apply_simulated(
+    model: nn.Module,
+    fmt: FloatFormat | str | Mapping[str, FloatFormat | str],
+    operands: Sequence[str] = OPERANDS,
+    include: Sequence[str] = ("*",),
+    exclude: Sequence[str] = DEFAULT_EXCLUDE,
+    *,
+    seed: int | None = None,
+    device: torch.device | str | None = None,
+    gemm_output: str = "fp32",
+) -> SimulatedHandle:
+    """Convert the `nn.Linear` modules of `model` whose qualified name matches an `include` glob and no
+    `exclude` glob into `SimLinear`, in place.
+
+    `fmt` is one format for all `operands` (subset of act/weight/grad) or a dict operand -> format (operands
+    missing from the dict are not quantized). Only modules of class exactly `nn.Linear` are converted.
+    `seed` selects the stochastic-rounding streams (default 0). `device` is where the counters are created
+    (default: the first converted weight's device); they follow the modules on `.to(device)`. `gemm_output`
+    ``bf16`` rounds GEMM outputs to bfloat16. Raises ValueError if nothing matched.
+    """
+    formats = _resolve_formats(fmt, operands)
+    matched = _match(model, tuple(include), tuple(exclude))
+    if device is None:
+        device = next(iter(matched.values())).weight.device
+    state = _SimState(formats, 0 if seed is None else seed, torch.device(device), gemm_output)
     converted: dict[str, SimLinear] = {}
     for name, mod in matched.items():
         mod.__class__ = SimLinear
