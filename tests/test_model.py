@@ -129,7 +129,10 @@ def test_forward_is_one_graph_under_torch_compile(backend):
     assert explained.graph_count == 1
 
 
-@pytest.mark.parametrize("backend", ["fp32", "bf16"])
+@pytest.mark.parametrize(
+    "backend",
+    ["fp32", "bf16", "sim:E4M3", "sim:E5M2:rounding=stochastic", "sim:E4M3:scaling=tensor,rounding=truncate"],
+)
 def test_forward_and_backward_compile_as_one_graph(backend):
     """fullgraph=True raises on any graph break; aot_eager traces the backward graph too (without codegen), so
     forward and backward both compile whole. The compiled gradients equal the eager ones."""
@@ -139,11 +142,14 @@ def test_forward_and_backward_compile_as_one_graph(backend):
     from robustprec.numerics.backends import make_backend
 
     cfg = load_config(None, ["model.preset=tiny", f"numerics.backend={backend}"])
-    model = make_backend(cfg.numerics, torch.device("cpu")).wrap(build_model(spec_of("tiny", seq=32), seed=0))
+    numerics = make_backend(cfg.numerics, torch.device("cpu"))
+    model = numerics.wrap(build_model(spec_of("tiny", seq=32), seed=0))
     x, y = torch.randint(0, 256, (2, 32)), torch.randint(0, 256, (2, 32))
+    rounding_state = numerics.state_dict()  # stochastic rounding: the compiled run replays the same streams
     model(x, y)["loss"].backward()
     eager = [p.grad.clone() for p in model.parameters()]
     model.zero_grad()
+    numerics.load_state_dict(rounding_state)
     torch._dynamo.reset()
     compiled = torch.compile(model, fullgraph=True, backend="aot_eager")
     compiled(x, y)["loss"].backward()

@@ -116,6 +116,21 @@ def _mm_tf32_fake(a: Tensor, b: Tensor) -> Tensor:
     return a.new_empty(a.shape[0], b.shape[1])
 
 
+@torch.library.custom_op("robustprec::advance_stream", mutates_args=("calls",))
+def _advance_stream(calls: Tensor, base: Tensor) -> Tensor:
+    """Advance the call counter by one and return this call's stream key, base + 4·calls. An opaque op: the
+    compiled backward must read the key saved by its forward, and AOT autograd would otherwise recompute it there
+    from the counter buffer, which the forward has advanced by then (measured: wrong grad keys in every SimLinear
+    but the last, under aot_eager and inductor)."""
+    calls.add_(1)
+    return base + calls * 4
+
+
+@_advance_stream.register_fake
+def _advance_stream_fake(calls: Tensor, base: Tensor) -> Tensor:
+    return torch.empty_like(base)
+
+
 def carrier_mm(a: Tensor, b: Tensor, carrier: str) -> Tensor:
     """a @ b (2-D) on `carrier`, float32 output. Off CUDA every carrier is the float32 GEMM."""
     if a.is_cuda and carrier == "bf16":
@@ -187,8 +202,7 @@ class _SimState:
         if not self.stochastic:
             return None
         calls, base = (self.eval_calls, self.eval_base) if self.evaluating else (self.calls, self.train_base)
-        calls.add_(1)
-        return base + calls * 4
+        return _advance_stream(calls, base)
 
     @property
     def counting(self) -> bool:
