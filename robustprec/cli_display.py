@@ -327,4 +327,4 @@ def print_analysis(result: Any, console: Console | None = None) -> None:
     console.print(table)
     console.print(f"report: {result.out_dir / 'report.html'} (and report.md, analysis.json, plots)")
     if result.logged_to:
-        console.print(f"logged to MLflow parent run {result.logged_to} (artifacts/analysis)")
+        console.print(f"logged to MLflow parent run {result.logged_to} (artifacts {result.artifact_path})")
