@@ -217,11 +217,22 @@ def analyze(
 
 
 @main.command()
-def formats() -> None:
-    """List numerics backends and number-format aliases with their ranges."""
-    from robustprec.cli_display import print_formats
+@click.argument("spec", required=False)
+@_user_errors
+def formats(spec: str | None) -> None:
+    """List numerics backends and number-format aliases with their ranges, or check one format or backend SPEC
+    (e.g. E4M3:rounding=stochastic, sim:fp8_e5m2, bf16) and show its range."""
+    from robustprec.cli_display import print_format, print_formats
 
-    print_formats()
+    if spec is None:
+        print_formats()
+        return
+    from robustprec.numerics.backends import available_backends
+    from robustprec.sweep.preflight import check_backend
+
+    backend = spec if spec in available_backends() or spec.startswith("sim:") else f"sim:{spec}"
+    check_backend(backend)
+    print_format(backend)
 
 
 if __name__ == "__main__":

@@ -130,6 +130,22 @@ def print_formats() -> None:
     )
 
 
+def print_format(backend: str) -> None:
+    """One checked backend spec; a `sim:` format with its range."""
+    from robustprec.numerics.formats import parse_format
+
+    if not backend.startswith("sim:"):
+        _out.print(f"{backend}: a native backend (see `robustprec formats`)")
+        return
+    f = parse_format(backend.removeprefix("sim:"))
+    _out.print(
+        f"{backend}: E{f.exp_bits}M{f.man_bits}, special={f.special}, subnormals={f.subnormals}, "
+        f"overflow={f.overflow}, rounding={f.rounding}, scaling={f.scaling}; max normal {f.max_normal:.4g}, "
+        f"min normal {f.min_normal:.4g}, min subnormal {f.min_subnormal:.4g}, epsilon {f.epsilon:.4g}",
+        soft_wrap=True,
+    )
+
+
 _PLAN_MAX_ROWS, _PLAN_HEAD, _PLAN_TAIL = 60, 50, 5
 _PLAN_HEADERS = {"model.preset": "model", "numerics.backend": "format", "optim.lr": "lr"}
 

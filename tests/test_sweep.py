@@ -140,8 +140,8 @@ def test_forced_divergence_grid_marks_diverged_trials(tmp_path):
     assert "data:image/png;base64," in (out / "report.html").read_text()
     from mlflow.tracking import MlflowClient
 
-    logged = {a.path for a in MlflowClient().list_artifacts(parent, "analysis")}
-    assert {"analysis/report.html", "analysis/report.md", "analysis/analysis.json"} <= logged
+    logged = {a.path for a in MlflowClient().list_artifacts(parent, "analysis/bf16")}
+    assert {"analysis/bf16/report.html", "analysis/bf16/report.md", "analysis/bf16/analysis.json"} <= logged
 
     # a later `robustprec sync` into another store gives the same content as the live mirror
     from tests.test_mlflow import _content

@@ -248,13 +248,16 @@ class MlflowMirror:
 
 
 def _plan_trials(sweep_dir: Path) -> tuple[str, list[dict[str, Any]], dict[str, Any]]:
-    from robustprec.errors import ConfigError
+    from robustprec.errors import ConfigError, RecordError
 
     path = sweep_dir / "plan.json"
     if not path.exists():
         raise ConfigError(f"{str(sweep_dir)!r} is not a sweep directory (no plan.json)")
-    plan = json.loads(path.read_text())
-    return plan["name"], plan["trials"], plan
+    try:
+        plan = json.loads(path.read_text())
+        return plan["name"], plan["trials"], plan
+    except (json.JSONDecodeError, KeyError, TypeError) as e:
+        raise RecordError(f"{str(path)!r} is damaged ({type(e).__name__}: {e}); re-plan the sweep") from None
 
 
 def open_parent(
@@ -301,6 +304,9 @@ def sync_sweep(
 
 def _sync(sweep_dir: Path, tracking_uri: str | None, experiment: str) -> dict[str, Any]:
     _, trials, _ = _plan_trials(sweep_dir)
+    for t in trials:  # a damaged record is refused before anything is logged
+        if (Path(t["out_dir"]) / SUMMARY_FILE).exists():
+            read_summary(t["out_dir"])
     mirror = open_parent(sweep_dir, tracking_uri, experiment)
     logged = 0
     counts: dict[str, int] = {}
