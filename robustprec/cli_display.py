@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -19,8 +20,22 @@ from rich.progress import (
 )
 from rich.table import Table
 
-_err = Console(stderr=True)
-_out = Console()
+NON_TTY_WIDTH = (
+    240  # piped output (`ray job submit` logs, files): wide enough that paths and run ids stay whole
+)
+
+
+def _console(stderr: bool = False) -> Console:
+    """A console that never breaks a line inside a word: soft-wrapped text, and when the output is not a terminal
+    (and COLUMNS is unset) a wide virtual width instead of rich's 80 columns."""
+    console = Console(stderr=stderr, soft_wrap=True)
+    if not console.is_terminal and "COLUMNS" not in os.environ:
+        console = Console(stderr=stderr, soft_wrap=True, width=NON_TTY_WIDTH)
+    return console
+
+
+_err = _console(stderr=True)
+_out = _console()
 
 
 def _fmt(v: Any) -> str:
@@ -81,7 +96,8 @@ _SUMMARY_KEYS = (
 
 
 def print_summary(summary: dict[str, Any], run_dir: Path) -> None:
-    table = Table(title=f"run {run_dir}", show_header=True)
+    _out.print(f"run {run_dir}")
+    table = Table(show_header=True)
     table.add_column("key")
     table.add_column("value")
     for key in _SUMMARY_KEYS:
@@ -157,8 +173,8 @@ def _flops(v: float) -> str:
 def print_plan(plan: Any, console: Console | None = None) -> None:
     """A `SweepPlan` as a table (one row per trial; first 50 and last 5 beyond 60 trials) and a totals line."""
     console = console or _out
-    title = f"sweep {plan.name}: {len(plan.trials)} trials -> {plan.root}"
-    table = Table(title=title, box=box.SIMPLE, show_edge=False, pad_edge=False)
+    console.print(f"sweep {plan.name}: {len(plan.trials)} trials -> {plan.root}")
+    table = Table(box=box.SIMPLE, show_edge=False, pad_edge=False)
     keys = list(plan.axes)
     headers = [
         "trial",
