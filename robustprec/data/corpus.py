@@ -143,6 +143,8 @@ def _resolve_source(data_cfg: Any) -> tuple[str, str, list[Path]]:
 
 def bin_max_token(data_cfg: Any) -> int | None:
     """The largest token id of a pre-tokenized (`.bin`) corpus, read without tokenizing (None for other kinds)."""
+    if not data_cfg.path:
+        return None
     kind, _, files = _resolve_source(data_cfg)
     if kind != "bin":
         return None
