@@ -137,14 +137,16 @@ def paired_wilcoxon(
     return out
 
 
+def _bounds(e: EtaC, n: int) -> tuple[np.ndarray, np.ndarray]:
+    assert e.lr_min is not None and e.lr_max is not None, "an η_c with a value was fitted on a grid"
+    return replicate_bounds(e.boot[:n], math.log(e.lr_min), math.log(e.lr_max))
+
+
 def _ratio_ci(fmt: EtaC, ref: EtaC, point: float, level: float) -> tuple[float | None, float | None]:
     """CI of ln η_c(f) − ln η_c(ref) from the two bootstraps, replicate by replicate (censored replicates as
     half-lines, `boundary.replicate_bounds`), by the one convention of `bootstrap.interval`."""
     n = min(len(fmt.boot), len(ref.boot))
-    if not n or None in (fmt.lr_min, fmt.lr_max, ref.lr_min, ref.lr_max):
-        return None, None
-    f_lo, f_hi = replicate_bounds(fmt.boot[:n], math.log(fmt.lr_min), math.log(fmt.lr_max))  # type: ignore[arg-type]
-    r_lo, r_hi = replicate_bounds(ref.boot[:n], math.log(ref.lr_min), math.log(ref.lr_max))  # type: ignore[arg-type]
+    (f_lo, f_hi), (r_lo, r_hi) = _bounds(fmt, n), _bounds(ref, n)
     lo, hi = interval(point, f_lo - r_hi, f_hi - r_lo, groups=min(fmt.groups, ref.groups), level=level)
     return (None if lo is None else math.exp(lo)), (None if hi is None else math.exp(hi))
 
@@ -163,7 +165,9 @@ def eta_c_ratio(fmt: EtaC, ref: EtaC, *, level: float = 0.95) -> dict[str, Any]:
         return out
     ratio = fmt.value / ref.value
     lo, hi = _ratio_ci(fmt, ref, math.log(ratio), level)
-    out.update(value=ratio, ci=[lo, hi], censored=next(iter(dirs), None), testable=True)
+    out.update(
+        value=ratio, ci=[lo, hi], censored=next(iter(dirs), None), testable=lo is not None or hi is not None
+    )
     out["says_otherwise"] = hi is not None and hi < 1
     return out
 
