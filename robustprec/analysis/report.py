@@ -19,7 +19,7 @@ from robustprec.analysis.analyze import Analysis, analyze, boundary_curves, cond
 from robustprec.analysis.frame import Frame, attach_curve_summaries, attach_summaries
 from robustprec.analysis.load import LoadedSweep, load_sweep
 from robustprec.analysis.metrics import l0_by_model
-from robustprec.errors import RecordError
+from robustprec.errors import InfrastructureError, RecordError
 
 ANALYSIS_FILE, REPORT_MD, REPORT_HTML = "analysis.json", "report.md", "report.html"
 
@@ -254,7 +254,21 @@ def run_analysis(
     log_back: bool = True,
 ) -> AnalysisResult:
     """Analyze the sweep whose MLflow parent run is `run_id`; write the report into `out_dir`
-    (default `analysis/<run_id>/<reference>`) and, with `log_back`, attach it to the parent run."""
+    (default `analysis/<run_id>/<reference>`) and, with `log_back`, attach it to the parent run.
+    A tracking-server error is an `InfrastructureError` (one line)."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return _run_analysis(run_id, tracking_uri, reference, out_dir, log_back)
+    except MlflowException as e:
+        raise InfrastructureError(
+            f"MLflow failed: {str(e).splitlines()[0]}; run `robustprec analyze` again"
+        ) from None
+
+
+def _run_analysis(
+    run_id: str, tracking_uri: str | None, reference: str, out_dir: str | Path | None, log_back: bool
+) -> AnalysisResult:
     loaded = load_sweep(run_id, tracking_uri)
     analysis, data, frame = analyze_sweep(loaded, reference)
     out = Path(out_dir) if out_dir else Path("analysis") / run_id / artifact_dir(reference).split("/")[1]
