@@ -14,6 +14,7 @@ import yaml
 
 from robustprec.config import Config
 from robustprec.errors import ConfigError, DataError, RobustprecError
+from robustprec.tracking.mlflow_mirror import flatten
 from robustprec.tracking.store import CONFIG_FILE
 
 CHECKPOINT_DIR, LATEST = "checkpoints", "latest"
@@ -80,19 +81,12 @@ def check_latest_checkpoint(run_dir: str | Path) -> None:
         )
 
 
-def _flat(data: Any, prefix: str = "") -> dict[str, Any]:
-    if not isinstance(data, dict):
-        return {prefix: data}
-    out: dict[str, Any] = {}
-    for k, v in data.items():
-        out.update(_flat(v, f"{prefix}{k}."))
-    return {k.rstrip("."): v for k, v in out.items()}
-
-
 def config_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     """Dotted keys whose values differ between two config trees (as `key: old -> new`)."""
-    a, b = _flat(old), _flat(new)
-    return [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+    a, b = flatten(old), flatten(new)
+    return [
+        f"{k}: {a.get(k, '-')} -> {b.get(k, '-')}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)
+    ]
 
 
 def check_resume_config(run_dir: str | Path, cfg: Config) -> None:
