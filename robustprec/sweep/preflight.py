@@ -17,7 +17,7 @@ from robustprec.errors import ConfigError, DataError, RobustprecError
 from robustprec.tracking.mlflow_mirror import flatten
 from robustprec.tracking.store import CONFIG_FILE
 
-CHECKPOINT_DIR, LATEST = "checkpoints", "latest"
+CHECKPOINT_DIR, LATEST = "checkpoints", "latest"  # the trainer's layout (robustprec/train/loop.py)
 
 
 def check_backend(backend: str) -> None:
