@@ -13,7 +13,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the working dir, when not pip-installed
 
-from robustprec.errors import RobustprecError
+from robustprec.errors import InfrastructureError, RobustprecError
 from robustprec.sweep.launch import sweep_command
 
 
@@ -51,6 +51,9 @@ def main(argv: list[str] | None = None) -> int:
     except RobustprecError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except InfrastructureError as e:  # retries spent (e.g. the tracking server kept failing)
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     errors = getattr(result, "counts", {}).get("error", 0)
     if errors:  # diverged trials are results; errored ones are not
         print(f"error: {errors} trial(s) failed; see error.json in their record folders", file=sys.stderr)

@@ -16,13 +16,14 @@ from typing import Any, TypeVar
 
 import click
 
-from robustprec.errors import RobustprecError
+from robustprec.errors import InfrastructureError, RobustprecError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 
 def _user_errors(fn: F) -> F:
-    """Turn input errors into one line on stderr and exit code 2 (never a traceback)."""
+    """Turn input errors into one line on stderr and exit code 2, infrastructure failures (retries spent) into
+    one line and exit code 1 (never a traceback)."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -31,6 +32,9 @@ def _user_errors(fn: F) -> F:
         except RobustprecError as e:
             click.echo(f"error: {e}", err=True)
             sys.exit(2)
+        except InfrastructureError as e:
+            click.echo(f"error: {e}", err=True)
+            sys.exit(1)
 
     return wrapper  # type: ignore[return-value]
 
@@ -41,7 +45,11 @@ def main() -> None:
     """robustprec: is a reduced-precision numerics scheme as robust to seeds and learning rates as BF16?"""
 
 
-def _prepare_run_dir(out: Path, resume: bool, overwrite: bool) -> None:
+def _prepare_run_dir(out: Path, cfg: Any, resume: bool, overwrite: bool) -> None:
+    """Refuse to clobber a run, or to resume one that cannot continue as it was; nothing is written before."""
+    from robustprec.sweep import preflight
+
+    preflight.check_configs([cfg])
     has_run = out.exists() and any(
         (out / n).exists() for n in ("summary.json", "curve.parts", "curve.parquet", "checkpoints", "ray")
     )
@@ -49,6 +57,9 @@ def _prepare_run_dir(out: Path, resume: bool, overwrite: bool) -> None:
         raise RobustprecError(
             f"run directory {str(out)!r} already holds a run; pass --resume to continue it or --overwrite to replace it"
         )
+    if resume and not overwrite:
+        preflight.check_latest_checkpoint(out)
+        preflight.check_resume_config(out, cfg)
     if overwrite and out.exists():
         shutil.rmtree(out)
     if resume and not ((out / "checkpoints" / "latest").exists() or (out / "ray").is_dir()):
@@ -96,18 +107,19 @@ def train(
     run_dir = Path(out) if out else Path("runs") / f"{cfg.name or 'train'}-{time.strftime('%Y%m%d-%H%M%S')}"
     if resume and not out:
         raise RobustprecError("--resume needs --out DIR")
-    _prepare_run_dir(run_dir, resume, overwrite)
+    _prepare_run_dir(run_dir, cfg, resume, overwrite)
 
     from robustprec.cli_display import TrainProgress, print_summary
 
     if workers is not None:
         from robustprec.sweep.spec import TrialSpec
-        from robustprec.sweep.trial import resolve_launcher, run_trial
+        from robustprec.sweep.trial import reset_attempts, resolve_launcher, run_trial
 
         spec = TrialSpec(trial_id=cfg.name or run_dir.name, config=cfg.to_dict(), out_dir=str(run_dir))
         click.echo(
             f"launcher: {resolve_launcher(spec)}, {cfg.train.workers} worker(s), zero {cfg.train.zero_stage}"
         )
+        reset_attempts(run_dir)
         result = run_trial(spec)
         print_summary(result.summary, run_dir)
         return
@@ -206,11 +218,22 @@ def analyze(
 
 
 @main.command()
-def formats() -> None:
-    """List numerics backends and number-format aliases with their ranges."""
-    from robustprec.cli_display import print_formats
+@click.argument("spec", required=False)
+@_user_errors
+def formats(spec: str | None) -> None:
+    """List numerics backends and number-format aliases with their ranges, or check one format or backend SPEC
+    (e.g. E4M3:rounding=stochastic, sim:fp8_e5m2, bf16) and show its range."""
+    from robustprec.cli_display import print_format, print_formats
 
-    print_formats()
+    if spec is None:
+        print_formats()
+        return
+    from robustprec.numerics.backends import available_backends
+    from robustprec.sweep.preflight import check_backend
+
+    backend = spec if spec in available_backends() or spec.startswith("sim:") else f"sim:{spec}"
+    check_backend(backend)
+    print_format(backend)
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -19,8 +20,22 @@ from rich.progress import (
 )
 from rich.table import Table
 
-_err = Console(stderr=True)
-_out = Console()
+NON_TTY_WIDTH = (
+    240  # piped output (`ray job submit` logs, files): wide enough that paths and run ids stay whole
+)
+
+
+def _console(stderr: bool = False) -> Console:
+    """A console that never breaks a line inside a word: soft-wrapped text, and when the output is not a terminal
+    (and COLUMNS is unset) a wide virtual width instead of rich's 80 columns."""
+    console = Console(stderr=stderr, soft_wrap=True)
+    if not console.is_terminal and "COLUMNS" not in os.environ:
+        console = Console(stderr=stderr, soft_wrap=True, width=NON_TTY_WIDTH)
+    return console
+
+
+_err = _console(stderr=True)
+_out = _console()
 
 
 def _fmt(v: Any) -> str:
@@ -81,7 +96,8 @@ _SUMMARY_KEYS = (
 
 
 def print_summary(summary: dict[str, Any], run_dir: Path) -> None:
-    table = Table(title=f"run {run_dir}", show_header=True)
+    _out.print(f"run {run_dir}")
+    table = Table(show_header=True)
     table.add_column("key")
     table.add_column("value")
     for key in _SUMMARY_KEYS:
@@ -130,6 +146,22 @@ def print_formats() -> None:
     )
 
 
+def print_format(backend: str) -> None:
+    """One checked backend spec; a `sim:` format with its range."""
+    from robustprec.numerics.formats import parse_format
+
+    if not backend.startswith("sim:"):
+        _out.print(f"{backend}: a native backend (see `robustprec formats`)")
+        return
+    f = parse_format(backend.removeprefix("sim:"))
+    _out.print(
+        f"{backend}: E{f.exp_bits}M{f.man_bits}, special={f.special}, subnormals={f.subnormals}, "
+        f"overflow={f.overflow}, rounding={f.rounding}, scaling={f.scaling}; max normal {f.max_normal:.4g}, "
+        f"min normal {f.min_normal:.4g}, min subnormal {f.min_subnormal:.4g}, epsilon {f.epsilon:.4g}",
+        soft_wrap=True,
+    )
+
+
 _PLAN_MAX_ROWS, _PLAN_HEAD, _PLAN_TAIL = 60, 50, 5
 _PLAN_HEADERS = {"model.preset": "model", "numerics.backend": "format", "optim.lr": "lr"}
 
@@ -141,8 +173,8 @@ def _flops(v: float) -> str:
 def print_plan(plan: Any, console: Console | None = None) -> None:
     """A `SweepPlan` as a table (one row per trial; first 50 and last 5 beyond 60 trials) and a totals line."""
     console = console or _out
-    title = f"sweep {plan.name}: {len(plan.trials)} trials -> {plan.root}"
-    table = Table(title=title, box=box.SIMPLE, show_edge=False, pad_edge=False)
+    console.print(f"sweep {plan.name}: {len(plan.trials)} trials -> {plan.root}")
+    table = Table(box=box.SIMPLE, show_edge=False, pad_edge=False)
     keys = list(plan.axes)
     headers = [
         "trial",
@@ -326,4 +358,4 @@ def print_analysis(result: Any, console: Console | None = None) -> None:
     console.print(table)
     console.print(f"report: {result.out_dir / 'report.html'} (and report.md, analysis.json, plots)")
     if result.logged_to:
-        console.print(f"logged to MLflow parent run {result.logged_to} (artifacts/analysis)")
+        console.print(f"logged to MLflow parent run {result.logged_to} (artifacts {result.artifact_path})")

@@ -11,3 +11,12 @@ class ConfigError(RobustprecError):
 
 class DataError(RobustprecError):
     """Missing, empty or malformed corpus."""
+
+
+class RecordError(RobustprecError):
+    """A record (summary.json, trial table) that is damaged or ambiguous."""
+
+
+class InfrastructureError(Exception):
+    """A failure of the machinery (a worker or process died), not of the input: retried from the last checkpoint
+    up to `train.max_failures` times in total, then reported (the CLI prints one line and exits 1)."""

@@ -8,6 +8,7 @@ import pytest
 from scipy import stats
 
 from robustprec.analysis import Frame, analyze, analyze_frame, boundary_curves
+from robustprec.analysis.bootstrap import interval
 from robustprec.analysis.boundary import EtaC
 from robustprec.analysis.metrics import divergence_by_lr
 from robustprec.analysis.verdict import delta_s, eta_c_ratio, fisher_by_lr, holm, judge, paired_wilcoxon
@@ -67,29 +68,57 @@ def test_wilcoxon_equals_scipy_on_shared_pairs():
     assert not same["testable"] and same["p"] is None
 
 
-def test_eta_c_ratio_values_and_censoring():
-    def e(v, c=None, boot=()):
-        return EtaC(v, (None, None), c, lr_min=1e-3, lr_max=3.2e-2, boot=np.array(boot, dtype=float))
+def _eta(v, c=None, boot=(), groups=10**6):
+    """An EtaC on the grid [1e-3, 3.2e-2] with raw bootstrap replicates of ln eta_c (+inf: none diverged)."""
+    return EtaC(
+        v, (None, None), c, lr_min=1e-3, lr_max=3.2e-2, groups=groups, boot=np.array(boot, dtype=float)
+    )
 
+
+def test_eta_c_ratio_values_and_few_seed_widening():
     ln = math.log
     # replicate ratios exp(ln f - ln ref): f boots ln(2e-3 .. 3e-3), ref ln(8e-3): ratio < 1 throughout
     fb = [ln(v) for v in np.linspace(2e-3, 3e-3, 101)]
     rb = [ln(8e-3)] * 101
-    r = eta_c_ratio(e(2.5e-3, boot=fb), e(8e-3, boot=rb))
+    r = eta_c_ratio(_eta(2.5e-3, boot=fb), _eta(8e-3, boot=rb))
     assert r["value"] == pytest.approx(2.5e-3 / 8e-3)
     assert r["ci"] == pytest.approx([2.0e-3 / 8e-3, 3e-3 / 8e-3], rel=0.03)
     assert r["says_otherwise"] and r["censored"] is None
-    # all diverged for f ("< 1e-3") vs an uncensored reference: ratio < 1e-3/8e-3 -> says otherwise
-    r = eta_c_ratio(e(1e-3, "below"), e(8e-3, boot=rb))
+    # 5 seeds: deviations of ln(ratio) from the point scaled by sqrt(5/4) t_4(.975) / z(.975)
+    c = math.sqrt(5 / 4) * stats.t.ppf(0.975, 4) / stats.norm.ppf(0.975)
+    few = eta_c_ratio(_eta(2.5e-3, boot=fb, groups=5), _eta(8e-3, boot=rb, groups=5))
+    lo, hi = (math.log(v / 8e-3) for v in np.quantile(np.linspace(2e-3, 3e-3, 101), [0.025, 0.975]))
+    point = math.log(2.5e-3 / 8e-3)
+    expect = [math.exp(point + c * (lo - point)), math.exp(point + c * (hi - point))]
+    assert few["ci"] == pytest.approx(expect, rel=0.03)
+
+
+def test_eta_c_ratio_one_rule_censored_or_not():
+    ln, n = math.log, 200
+    rb = [ln(8e-3)] * n
+    # all diverged for f ("< 1e-3") vs a reference placed at 8e-3: every replicate ratio is below 1/8
+    r = eta_c_ratio(_eta(1e-3, "below", [-np.inf] * n), _eta(8e-3, boot=rb))
     assert (r["censored"], r["says_otherwise"]) == ("below", True) and r["value"] == pytest.approx(0.125)
+    assert r["ci"][0] is None and r["ci"][1] == pytest.approx(0.125)
     # none diverged for f ("> 3.2e-2"): ratio > 4, fine
-    r = eta_c_ratio(e(3.2e-2, "above"), e(8e-3, boot=rb))
-    assert (r["censored"], r["says_otherwise"]) == ("above", False)
-    # reference never diverged (> 3.2e-2) and f has eta_c 8e-3: ratio < 0.25
-    r = eta_c_ratio(e(8e-3, boot=rb), e(3.2e-2, "above"))
+    r = eta_c_ratio(_eta(3.2e-2, "above", [np.inf] * n), _eta(8e-3, boot=rb))
+    assert (r["censored"], r["says_otherwise"]) == ("above", False) and r["ci"][1] is None
+    # reference never diverged (> 3.2e-2); f's eta_c 8e-3 is well determined: ratio below 1 with confidence
+    narrow = [ln(v) for v in np.linspace(6e-3, 1e-2, n)]
+    r = eta_c_ratio(_eta(8e-3, boot=narrow), _eta(3.2e-2, "above", [np.inf] * n))
     assert (r["censored"], r["says_otherwise"]) == ("below", True)
+    assert r["ci"][1] == pytest.approx(np.quantile(np.linspace(6e-3, 1e-2, n), 0.975) / 3.2e-2, rel=0.01)
+    # same point ratio 0.25, but f's bootstrap reaches past the largest LR in 10% of replicates (none diverged
+    # there): equality is not excluded, as it would not be for an uncensored reference (the old rule said
+    # "less robust" from the point ratio alone)
+    wide = [ln(v) for v in np.linspace(3e-3, 2e-2, n - 20)] + [np.inf] * 20
+    r = eta_c_ratio(_eta(8e-3, boot=wide), _eta(3.2e-2, "above", [np.inf] * n))
+    assert r["censored"] == "below" and r["value"] == pytest.approx(0.25)
+    assert not r["says_otherwise"] and r["ci"][1] is None
+    uncensored = eta_c_ratio(_eta(8e-3, boot=wide), _eta(3.2e-2, boot=[ln(3.2e-2)] * n))
+    assert uncensored["says_otherwise"] == r["says_otherwise"]
     # both "> largest": undetermined
-    r = eta_c_ratio(e(3.2e-2, "above"), e(3.2e-2, "above"))
+    r = eta_c_ratio(_eta(3.2e-2, "above", [np.inf] * n), _eta(3.2e-2, "above", [np.inf] * n))
     assert r["value"] is None and not r["testable"]
 
 
@@ -107,6 +136,63 @@ def test_delta_s_hand():
     assert out["says_otherwise"]
     assert not delta_s(f, r, 5.0, tol=1.0)["says_otherwise"]
     assert delta_s(f, {}, 5.0)["value"] is None
+
+
+L0 = 5.5
+GRID = 1e-3 * 2.0 ** np.arange(6)
+
+
+def _seed_table(rng, mu, p_div, shared):
+    """{(lr, seed): loss}: mean curve `mu`, a per-seed effect shared by both formats (data order), independent
+    trial noise, and divergence (loss l0) with probability `p_div` per LR."""
+    out = {}
+    for j, lr in enumerate(GRID):
+        for s, a in enumerate(shared):
+            out[(float(lr), s)] = L0 if rng.random() < p_div[j] else mu[j] + a + rng.normal(0, 0.04)
+    return out
+
+
+@pytest.mark.parametrize(
+    ("seeds", "p_f", "p_ref"),
+    [(4, [0] * 6, [0] * 6), (8, [0] * 6, [0] * 6), (5, [0, 0, 0, 0, 0.5, 1], [0, 0, 0, 0, 0, 0.5])],
+)
+def test_delta_s_ci_covers_the_true_difference(seeds, p_f, p_ref):
+    # truth: S of the expected per-LR mean losses (diverged -> l0), as METHODS defines S, computed by hand
+    mu_f = np.array([3.30, 3.15, 3.08, 3.10, 3.25, 3.6])
+    mu_r = np.array([3.28, 3.12, 3.05, 3.04, 3.08, 3.2])
+
+    def s_true(mu, p):
+        m = np.asarray(p) * L0 + (1 - np.asarray(p)) * mu
+        return np.mean(np.minimum(m, L0)) - m.min()
+
+    truth = s_true(mu_f, p_f) - s_true(mu_r, p_ref)
+    rng = np.random.default_rng(11)
+    hits = 0
+    for rep in range(200):
+        shared = rng.normal(0, 0.05, seeds)
+        out = delta_s(
+            _seed_table(rng, mu_f, p_f, shared),
+            _seed_table(rng, mu_r, p_ref, shared),
+            L0,
+            n_boot=400,
+            rng=rep,
+        )
+        lo, hi = out["ci"]
+        hits += (lo is None or lo <= truth) and (hi is None or truth <= hi)
+    assert hits >= 180, hits / 200
+
+
+def test_interval_counts_every_replicate_and_contains_the_point():
+    reps = np.linspace(0.0, 1.0, 1001)
+    big = 10**9  # c_G -> 1: the plain percentile interval
+    assert interval(0.5, reps, groups=big) == pytest.approx(
+        tuple(np.quantile(reps, [0.025, 0.975])), abs=1e-3
+    )
+    assert interval(-1.0, reps, groups=big)[0] == -1.0  # the CI always holds the point
+    undefined = reps.copy()
+    undefined[:30] = np.nan  # 3% undefined replicates: open at both ends, never dropped
+    assert interval(0.5, undefined, groups=big) == (None, None)
+    assert interval(0.5, reps, groups=1) == (None, None)
 
 
 def test_judge_categories():

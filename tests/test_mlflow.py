@@ -17,6 +17,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from robustprec.config import load_config
+from robustprec.errors import InfrastructureError
 from robustprec.sweep.plan import plan_sweep
 from robustprec.sweep.run import Tracker
 from robustprec.sweep.trial import run_trial
@@ -121,6 +122,75 @@ def test_unreachable_server_then_sync_gives_same_content(sweep, tmp_path):
     b = sync_sweep(sweep.root, replayed)
     content_a, content_b = _content(uninterrupted, a["parent_run_id"]), _content(replayed, b["parent_run_id"])
     assert content_a == content_b and len(content_a["children"]) == 4
+
+
+class _FailsOnce:
+    """Make a real SQLite tracking store raise a transient server error once, at the `at`-th call of `method`."""
+
+    method, at, calls = "", 0, 0
+
+    @classmethod
+    def store(cls, root: Path):
+        from mlflow.exceptions import MlflowException
+        from mlflow.protos.databricks_pb2 import TEMPORARILY_UNAVAILABLE
+        from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+        class Store(SqlAlchemyStore):
+            def _tick(self, name: str) -> None:
+                if name == cls.method:
+                    cls.calls += 1
+                    if cls.calls == cls.at:
+                        raise MlflowException("injected: 503 Service Unavailable", TEMPORARILY_UNAVAILABLE)
+
+            def create_run(self, *a, **k):
+                self._tick("create_run")
+                return super().create_run(*a, **k)
+
+            def get_run(self, *a, **k):
+                self._tick("get_run")
+                return super().get_run(*a, **k)
+
+            def log_batch(self, *a, **k):
+                self._tick("log_batch")
+                return super().log_batch(*a, **k)
+
+        return Store(f"sqlite:///{root / 'flaky.db'}", (root / "artifacts").as_uri())
+
+
+@pytest.mark.parametrize(("method", "at"), [("log_batch", 1), ("create_run", 3), ("get_run", 3)])
+def test_sync_with_a_store_that_fails_once_ends_with_one_parent_and_one_child_per_trial(
+    sweep, tmp_path, method, at
+):
+    from mlflow.tracking._tracking_service.utils import _tracking_store_registry
+
+    _tracking_store_registry.register(
+        "flaky", lambda store_uri=None, artifact_uri=None: _FailsOnce.store(tmp_path)
+    )
+    _FailsOnce.method, _FailsOnce.at, _FailsOnce.calls = method, at, 0
+    (Path(sweep.root) / "mlflow.json").unlink(missing_ok=True)
+    uri = f"flaky://{tmp_path.name}"  # MLflow caches a store per URI: one per test
+    failures = 0
+    for _ in range(4):  # a user re-runs `robustprec sync` until it succeeds
+        try:
+            info = sync_sweep(sweep.root, uri)
+            if info["logged"] == 4:
+                break
+        except InfrastructureError as e:
+            assert "injected" in str(e) and "robustprec sync" in str(e)
+            failures += 1
+    assert failures == 1 and _FailsOnce.calls >= at  # it did fail, once
+    direct = f"sqlite:///{tmp_path / 'flaky.db'}"
+    c = _client(direct)
+    exp = c.get_experiment_by_name("robustprec")
+    assert exp.tags["mlflow.experimentKind"] == "custom_model_development"  # MLflow 3 shows runs, not GenAI
+    runs = c.search_runs([exp.experiment_id])
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    assert [p.info.run_id for p in parents] == [info["parent_run_id"]]
+    assert sorted(r.info.run_name for r in children) == sorted(sweep.trial_ids)
+    clean = f"sqlite:///{tmp_path / 'clean.db'}"
+    reference = sync_sweep(sweep.root, clean)
+    assert _content(direct, info["parent_run_id"]) == _content(clean, reference["parent_run_id"])
 
 
 @pytest.mark.slow

@@ -52,6 +52,15 @@ def test_dry_run_prints_plan_and_runs_nothing(tmp_path):
     assert not (tmp_path / "d").exists()
 
 
+def test_piped_output_keeps_paths_and_ids_whole(tmp_path):
+    # `ray job submit` logs are not a terminal: rich would break lines at 80 columns, inside paths
+    storage = tmp_path / ("a-rather-long-folder-name-for-sweeps-" * 3)
+    env = {k: v for k, v in os.environ.items() if k != "COLUMNS"}
+    res = _cli(["sweep", "--storage", str(storage), "--name", "piped", "--dry-run"], env=env)
+    assert res.returncode == 0, res.stderr
+    assert len(str(storage / "piped")) > 80 and str(storage / "piped") in res.stdout.splitlines()[0]
+
+
 def test_job_entry_point_dry_run(tmp_path):
     res = subprocess.run(
         [
@@ -140,8 +149,8 @@ def test_forced_divergence_grid_marks_diverged_trials(tmp_path):
     assert "data:image/png;base64," in (out / "report.html").read_text()
     from mlflow.tracking import MlflowClient
 
-    logged = {a.path for a in MlflowClient().list_artifacts(parent, "analysis")}
-    assert {"analysis/report.html", "analysis/report.md", "analysis/analysis.json"} <= logged
+    logged = {a.path for a in MlflowClient().list_artifacts(parent, "analysis/bf16")}
+    assert {"analysis/bf16/report.html", "analysis/bf16/report.md", "analysis/bf16/analysis.json"} <= logged
 
     # a later `robustprec sync` into another store gives the same content as the live mirror
     from tests.test_mlflow import _content

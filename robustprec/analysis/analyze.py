@@ -37,6 +37,7 @@ from robustprec.analysis.verdict import (
     paired_wilcoxon,
     reference_stable_lrs,
 )
+from robustprec.errors import RecordError
 
 __all__ = ["RESULT_KEYS", "Analysis", "ConditionResult", "analyze", "analyze_frame", "boundary_curves"]
 
@@ -133,6 +134,29 @@ def overview_series(analysis: Analysis) -> dict[str, list[dict[str, Any]]]:
     return {k: sorted(v, key=lambda p: p["x"]) for k, v in sorted(series.items())}
 
 
+def check_frame(frame: Frame, reference: str) -> None:
+    """Refuse what would give a wrong analysis: a reference that is not a format of the sweep, or two trials of
+    one condition with the same (lr, seed) (one would silently replace the other)."""
+    formats = sorted({str(f) for f in frame["format"]})
+    if reference not in formats:
+        raise RecordError(
+            f"reference {reference!r} is not a format of this sweep; formats: {', '.join(formats) or 'none'}"
+        )
+    ids = frame["trial_id"] if "trial_id" in frame else np.arange(len(frame))
+    labels = _labels(frame, frame.conditions())
+    seen: dict[tuple[Any, ...], Any] = {}
+    keys = frame.condition_keys()
+    for i in range(len(frame)):
+        cond = tuple(frame[k][i] for k in keys)
+        key = (*cond, float(frame["lr"][i]), frame["seed"][i].item())
+        if key in seen:
+            raise RecordError(
+                f"{labels[cond]}: trials {seen[key]!r} and {ids[i]!r} both have lr={key[-2]:g}, seed={key[-1]}; "
+                "a condition holds one trial per (lr, seed): remove the duplicate run"
+            )
+        seen[key] = ids[i]
+
+
 def condition_labels(frame: Frame) -> dict[tuple[Any, ...], str]:
     """The label of each condition tuple (`Frame.condition_keys` order) of the outcome trials, as `analyze` keys
     its results: the format, `@model` if several, `[axis=value,...]` for extra axes that vary."""
@@ -157,6 +181,7 @@ def analyze(
     """Analyse the outcome trials of `frame` (see module doc). `l0` overrides ℓ0 (one value, or per model);
     by default it is `metrics.l0_by_model`. Bootstraps use generators seeded from `seed` and the condition."""
     fr = frame.outcomes()
+    check_frame(fr, reference)
     l0_map = l0_by_model(fr)
     if isinstance(l0, Mapping):
         l0_map.update({str(k): float(v) for k, v in l0.items()})

@@ -7,12 +7,11 @@ weak penalty that keeps the fit finite when the outcomes are perfectly separated
 flattening the slope; scikit-learn's default strength, `l2 = 1`, halved k on simulated grids and its CIs
 under-covered).
 
-95% CI: percentile bootstrap over seeds (each replicate resamples the G seeds with replacement and keeps all of a
-seed's trials; with one seed, over trials), seeded generator. **(robustprec choice)** few-seed correction: the
-replicates' deviations from the point estimate are scaled by sqrt(G/(G−1)) · t_{G−1}(0.975) / z(0.975) (the
-bootstrap's (G−1)/G variance deflation, and t instead of normal quantiles with G−1 degrees of freedom). Measured on
-simulated 6-LR grids (k = 1…30 per unit ln η; 5, 10 or 30 seeds) the CI covers the true η_c in 93–100% of cases;
-the plain percentile interval covered 84–94% where the boundary is gradual (k ≤ 4).
+95% CI: bootstrap over seeds (each replicate resamples the G seeds with replacement and keeps all of a seed's
+trials; with one seed, over trials), seeded generator, turned into an interval by the analysis' one convention
+(`bootstrap.interval`: no replicate dropped, few-seed widening, the point inside). Measured on simulated 6-LR grids
+(k = 1…30 per unit ln η; 5, 10 or 30 seeds) the CI covers the true η_c in 93–100% of cases; the plain percentile
+interval covered 84–94% where the boundary is gradual (k ≤ 4).
 
 Censoring (never invented): nothing diverged → `censored="above"`, value = the largest LR tested (η_c is above
 it); all diverged → `censored="below"`, value = the smallest LR; a fitted η_c outside the tested range is censored
@@ -35,6 +34,8 @@ from typing import Any
 
 import numpy as np
 from scipy import stats
+
+from robustprec.analysis.bootstrap import interval
 
 __all__ = [
     "BoundaryFit",
@@ -104,7 +105,7 @@ def logistic_fit(
 class EtaC:
     """η_c of one condition. `censored` is None, "above" (η_c > value) or "below" (η_c < value); a CI end is None
     where it is open (beyond the tested LRs). `boot` holds the bootstrap replicates of ln η_c (+inf: none diverged,
-    −inf: all diverged, NaN: no increasing fit)."""
+    −inf: all diverged, NaN: no increasing fit), as drawn: the few-seed widening is `bootstrap.interval`'s."""
 
     value: float | None
     ci: tuple[float | None, float | None]
@@ -114,6 +115,7 @@ class EtaC:
     n_diverged: int = 0
     lr_min: float | None = None
     lr_max: float | None = None
+    groups: int = 0  # seeds resampled by the bootstrap (trials, with a single seed)
     boot: np.ndarray = field(default_factory=lambda: np.empty(0), repr=False)
 
     @property
@@ -152,6 +154,17 @@ def _pure_bracket(lr: np.ndarray, y: np.ndarray) -> tuple[float | None, float | 
     return below, above
 
 
+def replicate_bounds(boot: np.ndarray, lo_x: float, hi_x: float) -> tuple[np.ndarray, np.ndarray]:
+    """Each bootstrap ln η_c* as an interval (`bootstrap.interval`): a value beyond the tested range (±inf: none or
+    all diverged) is only known to lie beyond that end; NaN (no increasing fit) stays undefined."""
+    b = np.asarray(boot, dtype=np.float64)
+    with np.errstate(invalid="ignore"):
+        above, below = b > hi_x + _TINY, b < lo_x - _TINY
+    return np.where(above, hi_x, np.where(below, -np.inf, b)), np.where(
+        below, lo_x, np.where(above, np.inf, b)
+    )
+
+
 def _log_eta_c(beta: np.ndarray, mean: float, sd: float) -> np.ndarray:
     b0, b1 = np.atleast_2d(beta).T
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -178,7 +191,9 @@ def fit_eta_c(
     x = np.log(lr)
     lo_x, hi_x = float(x.min()), float(x.max())
     lr_min, lr_max = float(lr.min()), float(lr.max())
-    base = {"n": n, "n_diverged": k, "lr_min": lr_min, "lr_max": lr_max}
+    # bootstrap over seeds (clusters), or over trials when there is a single seed
+    groups = np.asarray(seed) if seed is not None and len(np.unique(seed)) > 1 else np.arange(n)
+    base = {"n": n, "n_diverged": k, "lr_min": lr_min, "lr_max": lr_max, "groups": len(np.unique(groups))}
     if k == 0:
         return EtaC(lr_max, (lr_max, None), "above", boot=np.full(n_boot, np.inf), **base)
     if k == n:
@@ -190,8 +205,6 @@ def fit_eta_c(
     point = float(_log_eta_c(beta, mean, sd)[0])
     slope = float(beta[1] / sd)
 
-    # bootstrap over seeds (clusters), or over trials when there is a single seed
-    groups = np.asarray(seed) if seed is not None and len(np.unique(seed)) > 1 else np.arange(n)
     W = _boot_weights(groups, n_boot, rng)
     ky, nw = W @ y, W.sum(1)
     boot = np.where(ky == 0, np.inf, np.where(ky == nw, -np.inf, np.nan))
@@ -199,19 +212,9 @@ def fit_eta_c(
     if mixed.any():
         boot[mixed] = _log_eta_c(logistic_fit(z, y, W[mixed], l2=l2), mean, sd)
 
-    alpha = 1.0 - level
-    g = len(np.unique(groups))
-    if math.isfinite(point) and g > 1:  # few-cluster correction (module doc)
-        c = math.sqrt(g / (g - 1)) * stats.t.ppf(1 - alpha / 2, g - 1) / stats.norm.ppf(1 - alpha / 2)
-        finite = np.isfinite(boot)
-        boot[finite] = point + c * (boot[finite] - point)
-    valid = boot[~np.isnan(boot)]
-    ci_lo: float | None = None
-    ci_hi: float | None = None
-    if len(valid) >= 0.5 * n_boot:
-        q_lo, q_hi = np.quantile(valid, [alpha / 2, 1 - alpha / 2], method="inverted_cdf")
-        ci_lo = math.exp(q_lo) if q_lo >= lo_x - _TINY else None
-        ci_hi = math.exp(q_hi) if q_hi <= hi_x + _TINY else None
+    ci = interval(point, *replicate_bounds(boot, lo_x, hi_x), groups=base["groups"], level=level)
+    ci_lo = math.exp(ci[0]) if ci[0] is not None and ci[0] >= lo_x - _TINY else None
+    ci_hi = math.exp(ci[1]) if ci[1] is not None and ci[1] <= hi_x + _TINY else None
     # with at most one LR of mixed outcomes the slope is not identified: widen to the bracket of pure LRs
     gap = _pure_bracket(lr, y)
     if gap is not None:
@@ -224,10 +227,7 @@ def fit_eta_c(
         return EtaC(lr_max, (ci_lo, None), "above", slope, boot=boot, **base)
     if point < lo_x - _TINY:
         return EtaC(lr_min, (None, ci_hi), "below", slope, boot=boot, **base)
-    value = math.exp(point)
-    ci_lo = None if ci_lo is None else min(ci_lo, value)
-    ci_hi = None if ci_hi is None else max(ci_hi, value)
-    return EtaC(value, (ci_lo, ci_hi), None, slope, boot=boot, **base)
+    return EtaC(math.exp(point), (ci_lo, ci_hi), None, slope, boot=boot, **base)
 
 
 # ------------------------------------------------------------------------------------------------ curves

@@ -21,7 +21,6 @@ within). Other row fields (`trial_id`, `reason`, `out_dir`, ...) are kept as obj
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -34,6 +33,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from robustprec.analysis.metrics import sharpness_summary
+from robustprec.tracking.store import read_summary
 
 __all__ = [
     "OUTCOME_STATUSES",
@@ -251,7 +251,7 @@ def attach_summaries(frame: Frame, fields: Sequence[str] = ("initial_loss", "par
         path = Path(str(out)) / "summary.json" if out else None
         if path is None or not path.exists():
             continue
-        data = json.loads(path.read_text())
+        data = read_summary(path.parent)
         for f in fields:
             if math.isnan(values[f][i]) and isinstance(data.get(f), int | float):
                 values[f][i] = float(data[f])

@@ -12,6 +12,7 @@ from typing import Any
 
 from robustprec.errors import RobustprecError
 from robustprec.tracking.mlflow_mirror import SUMMARY_KEYS, TRIAL_TAG, default_tracking_uri
+from robustprec.tracking.store import read_summary
 
 RECORD = "record"
 
@@ -75,7 +76,7 @@ def load_sweep(
             local.mkdir(parents=True, exist_ok=True)
             client.download_artifacts(rid, RECORD, str(local))
         run_dir = local / RECORD
-        summary = json.loads((run_dir / "summary.json").read_text())
+        summary = read_summary(run_dir)
         axes = {
             k.removeprefix("axis."): _parse(v) for k, v in child.data.params.items() if k.startswith("axis.")
         }

@@ -129,39 +129,61 @@ def _curve(run_dir: str, columns: Sequence[str]) -> dict[str, np.ndarray] | None
     return {c: np.array(table.column(c).to_pylist(), dtype=float) for c in names}
 
 
+def _cell_curves(
+    rows: Sequence[dict[str, Any]], f: str, lr: float
+) -> list[tuple[Any, str, dict[str, np.ndarray]]]:
+    """(seed, status, curve) of every trial of one (condition, LR) cell that has a loss curve."""
+    out = []
+    for r in rows:
+        if r["format"] == f and float(r["lr"]) == lr and r.get("out_dir"):
+            c = _curve(r["out_dir"], ["loss"])
+            if c is not None and "loss" in c:
+                out.append((r["seed"], r["status"], c))
+    return out
+
+
 def loss_curves(rows: Sequence[dict[str, Any]], path: Path, max_lrs: int = 8) -> Path | None:
-    """Train-loss curves per (format, LR) cell, one line per seed (diverged seeds dashed)."""
+    """Train-loss curves per (condition, LR) cell, one line per seed (diverged seeds dashed). One row per condition
+    with its label as a title above the row (readable at any length), one column per LR (named in each cell); all
+    cells share both axes; the figure grows with the grid. The y range ends a little above the initial loss."""
     formats, lrs = _formats(rows), _lrs(rows)
     if not formats:
         return None
     if len(lrs) > max_lrs:
         lrs = [lrs[round(i)] for i in np.linspace(0, len(lrs) - 1, max_lrs)]
     plt = _plt()
+    cell_w, cell_h, gap, head, foot = 1.9, 1.1, 0.42, 0.55, 0.45  # inches
+    width, height = cell_w * len(lrs) + 0.8, (cell_h + gap) * len(formats) + head + foot
     fig, axes = plt.subplots(
-        len(formats), len(lrs), figsize=(2.2 * len(lrs) + 1, 1.7 * len(formats) + 1), sharex=True, sharey=True,
-        squeeze=False,
+        len(formats), len(lrs), figsize=(width, height), sharex=True, sharey=True, squeeze=False,
+        gridspec_kw={"hspace": gap / cell_h, "wspace": 0.06},
     )  # fmt: skip
+    fig.subplots_adjust(
+        left=0.6 / width, right=1 - 0.15 / width, top=1 - (head + gap) / height, bottom=foot / height
+    )
     cmap = plt.get_cmap("viridis")
     seeds = sorted({r["seed"] for r in rows}, key=str)
+    firsts, lows = [], []
     for i, f in enumerate(formats):
+        axes[i][0].annotate(f, (0, 1), xycoords="axes fraction", xytext=(0, 5), textcoords="offset points",
+                            fontsize=9, fontweight="bold", ha="left", va="bottom")  # fmt: skip
         for j, lr in enumerate(lrs):
             ax = axes[i][j]
-            for r in rows:
-                if r["format"] != f or float(r["lr"]) != lr or not r.get("out_dir"):
-                    continue
-                c = _curve(r["out_dir"], ["loss"])
-                if c is None or "loss" not in c:
-                    continue
-                color = cmap(seeds.index(r["seed"]) / max(len(seeds) - 1, 1))
-                ls = "--" if r["status"] == "diverged" else "-"
-                ax.plot(c["step"], np.clip(c["loss"], 0, 20), color=color, lw=0.8, ls=ls)
-            if i == 0:
-                ax.set_title(f"lr {lr:.2g}", fontsize=8)
-            if j == 0:
-                ax.set_ylabel(f, fontsize=8)
+            for seed, status, c in _cell_curves(rows, f, lr):
+                finite = c["loss"][np.isfinite(c["loss"])]
+                firsts += finite[:1].tolist()
+                lows += [float(finite.min())] if len(finite) else []
+                color = cmap(seeds.index(seed) / max(len(seeds) - 1, 1))
+                ax.plot(c["step"], c["loss"], color=color, lw=0.8, ls="--" if status == "diverged" else "-")
+            ax.text(0.97, 0.93, f"lr {lr:.2g}", transform=ax.transAxes, ha="right", va="top", fontsize=7)
             ax.tick_params(labelsize=6)
-    fig.suptitle("train loss per cell, coloured by seed (dashed: diverged)", fontsize=9)
-    return _save(fig, path)
+    if firsts:
+        axes[0][0].set_ylim(min(lows) - 0.05 * abs(min(lows)), 1.15 * float(np.median(firsts)))
+    fig.suptitle("train loss per cell: one row per condition, one column per peak LR; colour: seed, dashed: diverged",
+                 y=1 - 0.15 / height, va="top", fontsize=10)  # fmt: skip
+    fig.supxlabel("step", y=0.05 / height, va="bottom", fontsize=8)
+    fig.supylabel("train loss", x=0.05 / width, ha="left", fontsize=8)
+    return _save(fig, path, tight=False)
 
 
 def telemetry(rows: Sequence[dict[str, Any]], path: Path) -> Path | None:
@@ -287,11 +309,12 @@ def boundary_overview(series: dict[str, list[dict[str, Any]]], path: Path) -> Pa
     return _save(fig, path)
 
 
-def _save(fig: Any, path: Path) -> Path:
+def _save(fig: Any, path: Path, tight: bool = True) -> Path:
     import matplotlib.pyplot as plt
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
+    if tight:
+        fig.tight_layout()
     fig.savefig(path, dpi=DPI)
     plt.close(fig)
     return path

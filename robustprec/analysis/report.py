@@ -19,6 +19,7 @@ from robustprec.analysis.analyze import Analysis, analyze, boundary_curves, cond
 from robustprec.analysis.frame import OUTCOME_STATUSES, Frame, attach_curve_summaries, attach_summaries
 from robustprec.analysis.load import LoadedSweep, load_sweep
 from robustprec.analysis.metrics import l0_by_model
+from robustprec.errors import InfrastructureError, RecordError
 
 ANALYSIS_FILE, REPORT_MD, REPORT_HTML = "analysis.json", "report.md", "report.html"
 
@@ -31,6 +32,7 @@ class AnalysisResult:
     out_dir: Path
     files: list[Path]
     logged_to: str | None
+    artifact_path: str | None = None
 
 
 def _num(v: Any, fmt: str = ".3g") -> str:
@@ -202,6 +204,47 @@ def render_html(markdown: str, out: Path) -> str:
     return f"<!doctype html><html><head><meta charset='utf-8'><title>robustprec analysis</title><style>{style}</style></head><body>{''.join(body)}</body></html>"
 
 
+NOTE_REFERENCE_TAG = "robustprec.note_reference"  # the reference of the analysis the run description shows
+
+
+def artifact_dir(reference: str) -> str:
+    """Where an analysis is logged on the parent run: one folder per reference, never shared."""
+    return "analysis/" + re.sub(r"[^A-Za-z0-9_=.-]+", "_", reference)
+
+
+def _check_out_dir(out: Path, reference: str) -> None:
+    """A report folder already holding the analysis for another reference is not overwritten."""
+    path = out / ANALYSIS_FILE
+    if not path.exists():
+        return
+    try:
+        previous = json.loads(path.read_text()).get("reference")
+    except (json.JSONDecodeError, AttributeError):
+        previous = None
+    if previous != reference:
+        raise RecordError(
+            f"{str(out)!r} holds the analysis for reference {previous!r}; pass another --out for {reference!r}"
+        )
+
+
+def log_analysis(run_id: str, tracking_uri: str, reference: str, files: list[Path], markdown: str) -> str:
+    """Attach the report to the parent run under `artifact_dir(reference)`. The run description shows the first
+    reference's report and is only ever replaced by a report for that same reference."""
+    from mlflow.entities import RunTag
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=tracking_uri)
+    where = artifact_dir(reference)
+    for f in files:
+        client.log_artifact(run_id, str(f), artifact_path=where)
+    tags = [RunTag(f"robustprec.{where.replace('/', '.')}", where)]
+    if client.get_run(run_id).data.tags.get(NOTE_REFERENCE_TAG, reference) == reference:
+        note = markdown if len(markdown) < 5000 else markdown[:5000] + "\n\n(truncated: see report.md)"
+        tags += [RunTag("mlflow.note.content", note), RunTag(NOTE_REFERENCE_TAG, reference)]
+    client.log_batch(run_id, tags=tags)
+    return where
+
+
 def run_analysis(
     run_id: str,
     *,
@@ -211,10 +254,25 @@ def run_analysis(
     log_back: bool = True,
 ) -> AnalysisResult:
     """Analyze the sweep whose MLflow parent run is `run_id`; write the report into `out_dir`
-    (default `analysis/<run_id>`) and, with `log_back`, attach it to the parent run."""
+    (default `analysis/<run_id>/<reference>`) and, with `log_back`, attach it to the parent run.
+    A tracking-server error is an `InfrastructureError` (one line)."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return _run_analysis(run_id, tracking_uri, reference, out_dir, log_back)
+    except MlflowException as e:
+        raise InfrastructureError(
+            f"MLflow failed: {str(e).splitlines()[0]}; run `robustprec analyze` again"
+        ) from None
+
+
+def _run_analysis(
+    run_id: str, tracking_uri: str | None, reference: str, out_dir: str | Path | None, log_back: bool
+) -> AnalysisResult:
     loaded = load_sweep(run_id, tracking_uri)
     analysis, data, frame = analyze_sweep(loaded, reference)
-    out = Path(out_dir or Path("analysis") / run_id)
+    out = Path(out_dir) if out_dir else Path("analysis") / run_id / artifact_dir(reference).split("/")[1]
+    _check_out_dir(out, reference)
     out.mkdir(parents=True, exist_ok=True)
     images = _plots(frame, analysis, data, out)
     (out / ANALYSIS_FILE).write_text(json.dumps(data, indent=1, default=str) + "\n")
@@ -222,17 +280,5 @@ def run_analysis(
     (out / REPORT_MD).write_text(markdown)
     (out / REPORT_HTML).write_text(render_html(markdown, out))
     files = [out / ANALYSIS_FILE, out / REPORT_MD, out / REPORT_HTML, *(p for _, p in images)]
-    logged = None
-    if log_back:
-        from mlflow.entities import RunTag
-        from mlflow.tracking import MlflowClient
-
-        client = MlflowClient(tracking_uri=loaded.tracking_uri)
-        for f in files:
-            client.log_artifact(run_id, str(f), artifact_path="analysis")
-        note = (
-            markdown if len(markdown) < 5000 else markdown[:5000] + "\n\n(truncated: see analysis/report.md)"
-        )
-        client.log_batch(run_id, tags=[RunTag("mlflow.note.content", note)])
-        logged = run_id
-    return AnalysisResult(data, out, files, logged)
+    where = log_analysis(run_id, loaded.tracking_uri, reference, files, markdown) if log_back else None
+    return AnalysisResult(data, out, files, run_id if log_back else None, where)

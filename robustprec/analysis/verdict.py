@@ -10,7 +10,8 @@
    and pairs there would credit a format that does not learn (a loss stuck below ℓ0, as unscaled E4M3 on the H100
    study) for "beating" the diverged reference, enough to hide that it lost at every η that trains.
 3. η_c(f)/η_c(ref) with a CI from the two bootstrap distributions (`eta_c_ratio`); it says otherwise when the
-   ratio is below 1 with confidence (CI upper end < 1, or a censored bound "below r" with r ≤ 1).
+   CI's upper end is below 1, whether an η_c is censored or not (a censored replicate counts as the half-line
+   it is known to lie in, so a censored reference no longer decides from the point ratio alone).
 4. ΔS = S(f) − S(ref), both against their own ℓ*, on the shared LRs and seeds, with a paired bootstrap over seeds
    (`delta_s`); it says otherwise when the CI lower end exceeds `tol` (default 0).
 
@@ -29,7 +30,8 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
-from robustprec.analysis.boundary import EtaC
+from robustprec.analysis.bootstrap import interval
+from robustprec.analysis.boundary import EtaC, replicate_bounds
 from robustprec.analysis.metrics import DivergenceRate, sensitivity
 
 __all__ = [
@@ -135,46 +137,37 @@ def paired_wilcoxon(
     return out
 
 
-def _clip_boot(e: EtaC) -> np.ndarray:
-    """Bootstrap ln η_c with values beyond the tested LRs made infinite (open, as the CI's ends)."""
-    b = e.boot.astype(np.float64).copy()
-    if e.lr_min is not None and e.lr_max is not None:
-        b[b > math.log(e.lr_max) + 1e-9] = np.inf
-        b[b < math.log(e.lr_min) - 1e-9] = -np.inf
-    return b
+def _bounds(e: EtaC, n: int) -> tuple[np.ndarray, np.ndarray]:
+    assert e.lr_min is not None and e.lr_max is not None, "an η_c with a value was fitted on a grid"
+    return replicate_bounds(e.boot[:n], math.log(e.lr_min), math.log(e.lr_max))
+
+
+def _ratio_ci(fmt: EtaC, ref: EtaC, point: float, level: float) -> tuple[float | None, float | None]:
+    """CI of ln η_c(f) − ln η_c(ref) from the two bootstraps, replicate by replicate (censored replicates as
+    half-lines, `boundary.replicate_bounds`), by the one convention of `bootstrap.interval`."""
+    n = min(len(fmt.boot), len(ref.boot))
+    (f_lo, f_hi), (r_lo, r_hi) = _bounds(fmt, n), _bounds(ref, n)
+    lo, hi = interval(point, f_lo - r_hi, f_hi - r_lo, groups=min(fmt.groups, ref.groups), level=level)
+    return (None if lo is None else math.exp(lo)), (None if hi is None else math.exp(hi))
 
 
 def eta_c_ratio(fmt: EtaC, ref: EtaC, *, level: float = 0.95) -> dict[str, Any]:
-    """η_c(f)/η_c(ref): value, CI and censoring ("above": the ratio is above value; "below": below it), and
-    whether it says otherwise (the ratio is below 1 with confidence). Undetermined (value None) when the
-    censoring directions conflict or an η_c is missing."""
+    """η_c(f)/η_c(ref): value, CI and censoring ("above": the ratio is above value; "below": below it). It says
+    otherwise when the whole CI lies below 1, censored or not. Undetermined (value None) when the censoring
+    directions conflict or an η_c is missing."""
     out: dict[str, Any] = {"value": None, "ci": [None, None], "censored": None, "testable": False}
     out["says_otherwise"] = False
     if fmt.value is None or ref.value is None:
         return out
-    ratio = fmt.value / ref.value
     flip = {"above": "below", "below": "above", None: None}
     dirs = {d for d in (fmt.censored, flip[ref.censored]) if d}
     if len(dirs) > 1:
         return out
-    if dirs:
-        (d,) = dirs
-        ci = [ratio, None] if d == "above" else [None, ratio]
-        out.update(value=ratio, ci=ci, censored=d, testable=True, says_otherwise=d == "below" and ratio <= 1)
-        return out
-    out.update(value=ratio, testable=True)
-    n = min(len(fmt.boot), len(ref.boot))
-    if n:
-        diff = _clip_boot(fmt)[:n] - _clip_boot(ref)[:n]
-        diff = diff[~np.isnan(diff)]
-        if len(diff) >= 0.5 * n:
-            alpha = 1.0 - level
-            lo, hi = np.quantile(diff, [alpha / 2, 1 - alpha / 2], method="inverted_cdf")
-            out["ci"] = [
-                math.exp(lo) if math.isfinite(lo) else None,
-                math.exp(hi) if math.isfinite(hi) else None,
-            ]
-    hi = out["ci"][1]
+    ratio = fmt.value / ref.value
+    lo, hi = _ratio_ci(fmt, ref, math.log(ratio), level)
+    out.update(
+        value=ratio, ci=[lo, hi], censored=next(iter(dirs), None), testable=lo is not None or hi is not None
+    )
     out["says_otherwise"] = hi is not None and hi < 1
     return out
 
@@ -198,7 +191,7 @@ def delta_s(
     rng: np.random.Generator | int | None = 0,
 ) -> dict[str, Any]:
     """ΔS = S(f) − S(ref) over the shared LRs and seeds (tables map (η, seed) → ℓ, diverged → ℓ0), with a paired
-    percentile bootstrap over seeds (deviations scaled by the few-cluster factor of `boundary.fit_eta_c`)."""
+    bootstrap over seeds, made an interval by `bootstrap.interval` (the analysis' one CI convention)."""
     lrs = sorted({k[0] for k in fmt} & {k[0] for k in ref})
     seeds = sorted({k[1] for k in fmt} & {k[1] for k in ref}, key=str)
     out: dict[str, Any] = {
@@ -212,25 +205,19 @@ def delta_s(
     if not lrs or not seeds or not math.isfinite(l0):
         return out
     mf, mr = _matrix(fmt, lrs, seeds), _matrix(ref, lrs, seeds)
-    with warnings.catch_warnings():  # an LR a resample has no value at gives a NaN S, dropped below
+    with warnings.catch_warnings():  # an LR a resample has no value at gives a NaN S: undefined, open
         warnings.simplefilter("ignore", RuntimeWarning)
         point = float(sensitivity(np.nanmean(mf, 0), l0) - sensitivity(np.nanmean(mr, 0), l0))
         if not math.isfinite(point):
             return out
         out["value"] = point
         g = len(seeds)
-        if g < 2:
-            return out
         rng = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
         idx = rng.integers(0, g, size=(n_boot, g))
         boot = sensitivity(np.nanmean(mf[idx], 1), l0) - sensitivity(np.nanmean(mr[idx], 1), l0)
-    boot = boot[np.isfinite(boot)]
-    if len(boot) < 0.5 * n_boot:
-        return out
-    alpha = 1.0 - level
-    c = math.sqrt(g / (g - 1)) * stats.t.ppf(1 - alpha / 2, g - 1) / stats.norm.ppf(1 - alpha / 2)
-    lo, hi = np.quantile(point + c * (boot - point), [alpha / 2, 1 - alpha / 2], method="inverted_cdf")
-    out.update(ci=[float(lo), float(hi)], testable=True, says_otherwise=bool(lo > tol))
+    lo, hi = interval(point, boot, groups=g, level=level)
+    out.update(ci=[lo, hi], testable=lo is not None or hi is not None)
+    out["says_otherwise"] = lo is not None and lo > tol
     return out
 
 

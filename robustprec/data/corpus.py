@@ -141,6 +141,22 @@ def _resolve_source(data_cfg: Any) -> tuple[str, str, list[Path]]:
     return kind, f"{kind}: {data_cfg.path}", files
 
 
+def bin_max_token(data_cfg: Any) -> int | None:
+    """The largest token id of a pre-tokenized (`.bin`) corpus, read without tokenizing (None for other kinds)."""
+    if not data_cfg.path:
+        return None
+    kind, _, files = _resolve_source(data_cfg)
+    if kind != "bin":
+        return None
+    itemsize = np.dtype(data_cfg.bin_dtype).itemsize
+    tops = [
+        int(np.memmap(f, dtype=data_cfg.bin_dtype, mode="r").max())
+        for f in files
+        if f.stat().st_size >= itemsize
+    ]
+    return max(tops) if tops else None
+
+
 # ---------------------------------------------------------------- loading and caching
 
 

@@ -32,6 +32,9 @@ def sweep_command(
     cfg = load_config(config_path, overrides)
     root = Path(storage or DEFAULT_STORAGE).expanduser().resolve()
     plan = plan_sweep(cfg, name=name, root=root)
+    from robustprec.sweep.preflight import check_configs
+
+    check_configs(t.cfg for t in plan.trials)
     if dry_run:
         cli_display.print_plan(plan)
         return plan

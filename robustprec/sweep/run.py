@@ -25,7 +25,14 @@ from typing import Any
 from robustprec.errors import ConfigError, RobustprecError
 from robustprec.sweep.plan import SweepPlan
 from robustprec.sweep.spec import TrialSpec
-from robustprec.sweep.trial import ensure_ray, resolve_launcher, summary_metrics, validate_trial
+from robustprec.sweep.trial import (
+    TrialFailed,
+    ensure_ray,
+    reset_attempts,
+    resolve_launcher,
+    summary_metrics,
+    validate_trial,
+)
 from robustprec.tracking.store import SUMMARY_FILE, read_summary, write_json
 
 PLAN_FILE, TUNE_DIR, TRIALS_DIR, TRIALS_TABLE, ERROR_FILE = (
@@ -138,8 +145,9 @@ def _drop_inherited_process_group_env() -> None:
 def _tune_trial(config: dict[str, Any], specs: dict[str, dict[str, Any]]) -> None:
     """Tune function trainable: run one trial, report evals as they come, then its final summary.
 
-    Input errors end the trial as a result with status `error` (Tune would retry a raised one); anything else
-    raises, and Tune retries it from the trial's last checkpoint (`tune.FailureConfig`).
+    Input errors end the trial at once with status `error` (never retried). Infrastructure failures are retried
+    from the trial's last checkpoint while its budget of `train.max_failures` retries lasts (`trial.claim_attempt`,
+    shared with Tune restarting a dead process), then recorded as `error` too.
     """
     from ray import tune
 
@@ -154,7 +162,7 @@ def _tune_trial(config: dict[str, Any], specs: dict[str, dict[str, Any]]) -> Non
         _drop_inherited_process_group_env()
     try:
         result = run_trial(spec, report=tune.report, in_tune=True)
-    except RobustprecError as e:
+    except (RobustprecError, TrialFailed) as e:
         Path(spec.out_dir).mkdir(parents=True, exist_ok=True)
         write_json(Path(spec.out_dir) / ERROR_FILE, {"status": "error", "error": str(e)})
         tune.report({"done": 1, "diverged": 0, "status": "error", "error": str(e)})
@@ -320,6 +328,8 @@ def run_sweep(
             parent = tracker.mirror.parent_run_id if tracker.mirror is not None else None
             on_parent({"parent_run_id": parent, "tracking_uri": tracker.uri, "error": tracker.error})
     pending = [s for s in plan.trials if trial_status(s)[0] == "pending"]
+    for spec in pending:  # each run of the command gives unfinished trials a fresh budget of retries
+        reset_attempts(spec.out_dir)
     if pending:
         show = progress or (lambda _: None)
         finished: dict[str, tuple[str, float]] = {}

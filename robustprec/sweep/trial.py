@@ -20,19 +20,48 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from robustprec.errors import RobustprecError
+from robustprec.errors import InfrastructureError, RobustprecError
 from robustprec.sweep.spec import TrialResult, TrialSpec
-from robustprec.tracking.store import CONFIG_FILE, CURVE_FILE, SUMMARY_FILE, read_summary
+from robustprec.tracking.store import CONFIG_FILE, CURVE_FILE, SUMMARY_FILE, read_summary, write_text
 
 RAY_DIR = "ray"  # Ray Train's run folder inside the trial directory
+ATTEMPTS_FILE = "attempts"  # attempts started so far (see `claim_attempt`)
 RECORD_CHECKPOINT = "record"
 RECORD_FILES = (CONFIG_FILE, CURVE_FILE, SUMMARY_FILE)
 # Ray Train's report() waits for the controller's poll (default 2 s); reports are rare, but keep them snappy.
 RAY_ENV = {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2"}
 
 
-class TrialFailed(RobustprecError):
-    """The trial's workers failed more often than `train.max_failures` allows (an infrastructure error)."""
+class TrialFailed(InfrastructureError):
+    """The trial failed more often than `train.max_failures` allows (an infrastructure error, never bad input)."""
+
+
+def claim_attempt(out: Path, max_failures: int) -> int | None:
+    """Count one more attempt of the trial in `out/attempts` and return its number, or None when all
+    `max_failures + 1` attempts are spent. Every layer that retries (the direct loop, Tune after a dead process,
+    Ray Train's worker restarts) draws on this one budget, so retries never multiply."""
+    path = out / ATTEMPTS_FILE
+    try:
+        used = int(path.read_text()) if path.exists() else 0
+    except ValueError:
+        used = 0
+    if used > max_failures:
+        return None
+    out.mkdir(parents=True, exist_ok=True)
+    write_text(path, str(used + 1))
+    return used + 1
+
+
+def reset_attempts(out: str | Path) -> None:
+    """A fresh budget of attempts (a new `sweep` or `train` command)."""
+    (Path(out) / ATTEMPTS_FILE).unlink(missing_ok=True)
+
+
+def _spent(spec: TrialSpec, error: object) -> TrialFailed:
+    n = spec.cfg.train.max_failures
+    return TrialFailed(
+        f"trial {spec.trial_id} failed {n + 1} time(s) (train.max_failures={n}); last error: {error}"
+    )
 
 
 def resolve_launcher(spec: TrialSpec) -> str:
@@ -115,23 +144,26 @@ def _env(extra: dict[str, str]) -> Iterator[None]:
 def _run_direct(
     spec: TrialSpec, out: Path, origin: float, report: Callable[[dict[str, Any]], None] | None
 ) -> dict[str, Any]:
-    """The loop in this process; Python-level failures retry from the latest checkpoint."""
+    """The loop in this process; failures retry from the latest checkpoint while attempts are left (a process
+    that died is retried by whoever restarts it: Tune)."""
+    from robustprec.sweep.preflight import check_latest_checkpoint
     from robustprec.train.loop import CHECKPOINT_DIR, latest_checkpoint, train
     from robustprec.train.reporting import Report
 
     cfg = spec.cfg
     hooks = [Report(lambda row, _tag: report(tune_metrics(row)))] if report else []
+    error: object = "the process died"
     with _env(spec.env):
-        for attempt in range(cfg.train.max_failures + 1):
+        while claim_attempt(out, cfg.train.max_failures) is not None:
             try:
+                check_latest_checkpoint(out)
                 resume = latest_checkpoint(out / CHECKPOINT_DIR) is not None
                 return train(cfg, out, resume=resume, origin_time=origin, callbacks=hooks)
             except RobustprecError:
                 raise
             except Exception as e:
-                if attempt == cfg.train.max_failures:
-                    raise TrialFailed(f"trial {spec.trial_id} failed {attempt + 1} times: {e}") from e
-    raise AssertionError("unreachable")
+                error = f"{type(e).__name__}: {e}"
+    raise _spent(spec, error)
 
 
 # ---------------------------------------------------------------------------------------------------- Ray Train
@@ -196,8 +228,11 @@ def _run_ray(spec: TrialSpec, out: Path, origin: float, in_tune: bool) -> dict[s
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
-    ensure_ray()
     cfg = spec.cfg
+    attempt = claim_attempt(out, cfg.train.max_failures)
+    if attempt is None:
+        raise _spent(spec, "the trial's driver died")
+    ensure_ray()
     use_gpu = _use_gpu(spec)
     callbacks = []
     if in_tune:
@@ -216,7 +251,7 @@ def _run_ray(spec: TrialSpec, out: Path, origin: float, in_tune: bool) -> dict[s
         run_config=RunConfig(
             name=RAY_DIR,
             storage_path=str(out),
-            failure_config=FailureConfig(max_failures=cfg.train.max_failures),
+            failure_config=FailureConfig(max_failures=cfg.train.max_failures - (attempt - 1)),
             checkpoint_config=CheckpointConfig(num_to_keep=cfg.train.keep_checkpoints + 1),
             worker_runtime_env={"env_vars": {**RAY_ENV, **spec.env}},
             callbacks=callbacks,
@@ -230,7 +265,7 @@ def _run_ray(spec: TrialSpec, out: Path, origin: float, in_tune: bool) -> dict[s
         config_error = _config_error_in(e)
         if config_error is not None:
             raise config_error from None
-        raise TrialFailed(f"trial {spec.trial_id} failed: {e}") from e
+        raise _spent(spec, e) from e
     if not (out / SUMMARY_FILE).exists():
         if result.checkpoint is None:
             raise TrialFailed(f"trial {spec.trial_id} finished without a record")

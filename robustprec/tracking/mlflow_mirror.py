@@ -28,6 +28,10 @@ MAX_POINTS = 1000  # per metric, per child run
 BATCH = 1000  # MLflow's log_batch limit for metrics
 PARAM_BATCH = 100
 SYNCED_TAG, TRIAL_TAG, SWEEP_TAG = "robustprec.synced", "robustprec.trial_id", "robustprec.sweep"
+PARENT_DONE_TAG = "robustprec.parent_logged"  # the parent's params and description are complete
+# MLflow 3's UI opens an experiment in its GenAI view unless this tag says it is model training (value from the
+# UI's own experiment-kind selector, "Machine learning")
+EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
 SUMMARY_KEYS = (
     "final_eval_loss",
     "initial_loss",
@@ -87,50 +91,71 @@ class MlflowMirror:
         self.experiment = experiment
         self.client = MlflowClient(tracking_uri=self.tracking_uri)
         self.parent_run_id: str | None = None
-        if state.get("tracking_uri") == self.tracking_uri and state.get("parent_run_id"):
-            try:  # the parent of an earlier (partial) mirror into this same store
-                self.client.get_run(state["parent_run_id"])
-                self.parent_run_id = state["parent_run_id"]
-                self.experiment = state.get("experiment", experiment)
-            except Exception:
-                self.parent_run_id = None
+        self._exp_id: str | None = None
+        # the parent of an earlier (partial) mirror into this same store; any error but "it is gone" is raised,
+        # never taken for a missing parent (a second parent would break idempotent sync)
+        earlier = state.get("parent_run_id") if state.get("tracking_uri") == self.tracking_uri else None
+        if earlier and self._exists(earlier):
+            self.parent_run_id = earlier
+            self.experiment = state.get("experiment", experiment)
+
+    def _exists(self, run_id: str) -> bool:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return self.client.get_run(run_id).info.lifecycle_stage == "active"
+        except MlflowException as e:
+            if e.error_code == "RESOURCE_DOES_NOT_EXIST":
+                return False
+            raise
 
     def _state(self) -> dict[str, Any]:
         path = self.sweep_dir / MIRROR_FILE
         return json.loads(path.read_text()) if path.exists() else {}
 
     def _experiment_id(self) -> str:
+        """The experiment's id (created if needed), marked as a model-training experiment for MLflow 3's UI."""
+        if self._exp_id is not None:
+            return self._exp_id
         exp = self.client.get_experiment_by_name(self.experiment)
-        if exp is not None:
-            return str(exp.experiment_id)
-        location = None
-        if self.tracking_uri.startswith("sqlite:///"):  # artifacts next to the database, not in the cwd
-            db = Path(self.tracking_uri.removeprefix("sqlite:///"))
-            location = (db.parent / "mlartifacts").resolve().as_uri()
-        return str(self.client.create_experiment(self.experiment, artifact_location=location))
+        if exp is None:
+            location = None
+            if self.tracking_uri.startswith("sqlite:///"):  # artifacts next to the database, not in the cwd
+                db = Path(self.tracking_uri.removeprefix("sqlite:///"))
+                location = (db.parent / "mlartifacts").resolve().as_uri()
+            exp_id = self.client.create_experiment(
+                self.experiment, artifact_location=location, tags=dict([EXPERIMENT_KIND])
+            )
+        else:
+            exp_id = exp.experiment_id
+            if EXPERIMENT_KIND[0] not in exp.tags:  # a user's own choice of kind is kept
+                self.client.set_experiment_tag(exp_id, *EXPERIMENT_KIND)
+        self._exp_id = str(exp_id)
+        return self._exp_id
 
     def ensure_parent(self, name: str, tags: dict[str, str], params: dict[str, str]) -> str:
-        """Create the sweep's parent run once (its id is kept in `<sweep_dir>/mlflow.json`)."""
-        if self.parent_run_id is not None:
-            return self.parent_run_id
+        """Create the sweep's parent run once: its id goes to `<sweep_dir>/mlflow.json` as soon as it exists, so a
+        failure later in this call (or a retried sync) completes that same run instead of opening another."""
         from mlflow.entities import Param, RunTag
 
-        run = self.client.create_run(self._experiment_id(), run_name=name, tags={SWEEP_TAG: name, **tags})
+        if self.parent_run_id is None:
+            run = self.client.create_run(self._experiment_id(), run_name=name, tags={SWEEP_TAG: name, **tags})
+            self.parent_run_id = run.info.run_id
+            write_json(
+                self.sweep_dir / MIRROR_FILE,
+                {
+                    "tracking_uri": self.tracking_uri,
+                    "experiment": self.experiment,
+                    "parent_run_id": self.parent_run_id,
+                },
+            )
+        if self.client.get_run(self.parent_run_id).data.tags.get(PARENT_DONE_TAG) == "1":
+            return self.parent_run_id
         items = [Param(k, v) for k, v in params.items()]
-        for i in range(0, len(items), PARAM_BATCH):
-            self.client.log_batch(run.info.run_id, params=items[i : i + PARAM_BATCH])
-        self.client.log_batch(
-            run.info.run_id, tags=[RunTag("mlflow.note.content", f"robustprec sweep {name}")]
-        )
-        self.parent_run_id = run.info.run_id
-        write_json(
-            self.sweep_dir / MIRROR_FILE,
-            {
-                "tracking_uri": self.tracking_uri,
-                "experiment": self.experiment,
-                "parent_run_id": self.parent_run_id,
-            },
-        )
+        for i in range(0, len(items), PARAM_BATCH):  # logging the same value again is allowed
+            self.client.log_batch(self.parent_run_id, params=items[i : i + PARAM_BATCH])
+        note = RunTag("mlflow.note.content", f"robustprec sweep {name}")
+        self.client.log_batch(self.parent_run_id, tags=[note, RunTag(PARENT_DONE_TAG, "1")])
         return self.parent_run_id
 
     def _child(self, trial_id: str) -> Any | None:
@@ -223,13 +248,16 @@ class MlflowMirror:
 
 
 def _plan_trials(sweep_dir: Path) -> tuple[str, list[dict[str, Any]], dict[str, Any]]:
-    from robustprec.errors import ConfigError
+    from robustprec.errors import ConfigError, RecordError
 
     path = sweep_dir / "plan.json"
     if not path.exists():
         raise ConfigError(f"{str(sweep_dir)!r} is not a sweep directory (no plan.json)")
-    plan = json.loads(path.read_text())
-    return plan["name"], plan["trials"], plan
+    try:
+        plan = json.loads(path.read_text())
+        return plan["name"], plan["trials"], plan
+    except (json.JSONDecodeError, KeyError, TypeError) as e:
+        raise RecordError(f"{str(path)!r} is damaged ({type(e).__name__}: {e}); re-plan the sweep") from None
 
 
 def open_parent(
@@ -259,9 +287,26 @@ def open_parent(
 def sync_sweep(
     sweep_dir: str | Path, tracking_uri: str | None = None, experiment: str = "robustprec"
 ) -> dict[str, Any]:
-    """Mirror every finished trial of a sweep directory (idempotent). Returns the parent run id and counts."""
-    sweep_dir = Path(sweep_dir)
+    """Mirror every finished trial of a sweep directory (idempotent). Returns the parent run id and counts.
+    A tracking-server error is an `InfrastructureError` (one line); running it again resumes where it stopped."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return _sync(Path(sweep_dir), tracking_uri, experiment)
+    except MlflowException as e:
+        from robustprec.errors import InfrastructureError
+
+        where = tracking_uri or default_tracking_uri()
+        raise InfrastructureError(
+            f"MLflow at {where} failed: {str(e).splitlines()[0]}; run `robustprec sync --sweep {sweep_dir}` again"
+        ) from None
+
+
+def _sync(sweep_dir: Path, tracking_uri: str | None, experiment: str) -> dict[str, Any]:
     _, trials, _ = _plan_trials(sweep_dir)
+    for t in trials:  # a damaged record is refused before anything is logged
+        if (Path(t["out_dir"]) / SUMMARY_FILE).exists():
+            read_summary(t["out_dir"])
     mirror = open_parent(sweep_dir, tracking_uri, experiment)
     logged = 0
     counts: dict[str, int] = {}

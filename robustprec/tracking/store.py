@@ -136,4 +136,17 @@ def write_text(path: str | Path, text: str) -> None:
 
 
 def read_summary(run_dir: str | Path) -> dict[str, Any]:
-    return json.loads((Path(run_dir) / SUMMARY_FILE).read_text())
+    """A run's `summary.json`; a damaged one is a `RecordError` naming the file (never a raw traceback)."""
+    from robustprec.errors import RecordError
+
+    path = Path(run_dir) / SUMMARY_FILE
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        data = f"not valid JSON ({e})"
+    if not isinstance(data, dict):
+        why = data if isinstance(data, str) else "not a JSON object"
+        raise RecordError(
+            f"{str(path)!r} is {why}; restore the file, or delete the trial's folder to re-run it"
+        )
+    return data
