@@ -147,7 +147,9 @@ def parse_recipe(spec: str) -> Recipe:
             block, tile = _TILES[tile], f"tile={tile},"
         canon = f"{name}:{tile}elem={elem},pow2={str(pow2).lower()}"
         return Recipe(canon, _FP8_ELEMENTS[elem], block, AmaxScale(pow2))
-    raise ValueError(f"unknown recipe {raw.strip()!r}; valid recipes: {', '.join(RECIPE_NAMES)} (alias: mxfp8)")
+    raise ValueError(
+        f"unknown recipe {raw.strip()!r}; valid recipes: {', '.join(RECIPE_NAMES)} (alias: mxfp8)"
+    )
 
 
 def check_block_shape(recipe: Recipe | str, shape: tuple[int, ...]) -> None:

@@ -41,7 +41,7 @@ from robustprec.numerics.recipe_spec import (
     parse_recipe,
 )
 
-__all__ = ["RecipeStats", "quantize_recipe", "quantize_recipe_with_stats", "recipe_values"]
+__all__ = ["RecipeStats", "quantize_recipe", "quantize_recipe_with_stats", "recipe_scales", "recipe_values"]
 
 _E8M0_MIN = -127  # smallest E8M0 scale exponent
 _F32_MIN_NORMAL_EXP = -126
@@ -96,7 +96,12 @@ def _mx_exponent(amax: Tensor, fmt: FloatFormat, mode: str) -> Tensor:
     return e - fmt.max_exp
 
 
-def _mx(xt: Tensor, r: Recipe, stats: bool) -> tuple[Tensor, Tensor | None, Tensor]:
+_Out = tuple[
+    Tensor, Tensor | None, Tensor, Tensor
+]  # dequantized, element counts, clamped blocks, block scales
+
+
+def _mx(xt: Tensor, r: Recipe, stats: bool) -> _Out:
     assert isinstance(r.scale, MXScale)
     fmt, plan = _plan(r.element)
     amax = _amax(xt)
@@ -108,11 +113,11 @@ def _mx(xt: Tensor, r: Recipe, stats: bool) -> tuple[Tensor, Tensor | None, Tens
         e = e_raw.clamp(_E8M0_MIN, -_E8M0_MIN + 1)
         scaled = xt / _exp2(e.clamp(min=_F32_MIN_NORMAL_EXP))
     q, counts = quantize_values(scaled, plan, stats=stats)
-    deq = q * torch.where(torch.isnan(amax), torch.nan, _exp2(e))
-    return deq, counts, _finite_nonzero(amax) & (e_raw < _F32_MIN_NORMAL_EXP)
+    scale = torch.where(torch.isnan(amax), torch.nan, _exp2(e))
+    return q * scale, counts, _finite_nonzero(amax) & (e_raw < _F32_MIN_NORMAL_EXP), scale
 
 
-def _nvfp4(xt: Tensor, r: Recipe, stats: bool) -> tuple[Tensor, Tensor | None, Tensor]:
+def _nvfp4(xt: Tensor, r: Recipe, stats: bool) -> _Out:
     assert isinstance(r.scale, NVFP4Scale)
     s_fmt, s_plan = _plan(r.scale.block_scale_format)
     _, plan = _plan(r.element)
@@ -125,10 +130,10 @@ def _nvfp4(xt: Tensor, r: Recipe, stats: bool) -> tuple[Tensor, Tensor | None, T
     q, counts = quantize_values(xt * ((1.0 / pts) / s8), plan, stats=stats)
     deq = q * (pts * s8)
     clamped = _finite_nonzero(amax) & ((s < s_fmt.min_normal) | (s > s_fmt.max_normal))
-    return deq, counts, clamped
+    return deq, counts, clamped, s8
 
 
-def _amax_scale(xt: Tensor, r: Recipe, stats: bool) -> tuple[Tensor, Tensor | None, Tensor]:
+def _amax_scale(xt: Tensor, r: Recipe, stats: bool) -> _Out:
     assert isinstance(r.scale, AmaxScale)
     fmt, plan = _plan(r.element)
     amax = _amax(xt)
@@ -137,10 +142,15 @@ def _amax_scale(xt: Tensor, r: Recipe, stats: bool) -> tuple[Tensor, Tensor | No
         _, ex = torch.frexp(s)
         s = torch.where(s > 0, _exp2(ex - 1), s)
     q, counts = quantize_values(xt * s, plan, stats=stats)
-    return q / s, counts, _finite_nonzero(amax) & (amax < r.scale.eps)
+    return q / s, counts, _finite_nonzero(amax) & (amax < r.scale.eps), s
 
 
 _SCHEMES = {MXScale: _mx, NVFP4Scale: _nvfp4, AmaxScale: _amax_scale}
+
+
+def _run(x: Tensor, recipe: Recipe, stats: bool) -> _Out:
+    deq, counts, clamped, scale = _SCHEMES[type(recipe.scale)](_tiles(x, recipe.block), recipe, stats)
+    return deq.reshape(x.shape), counts, clamped, scale
 
 
 def recipe_values(x: Tensor, recipe: Recipe, stats: bool = False) -> tuple[Tensor, Tensor | None]:
@@ -149,9 +159,7 @@ def recipe_values(x: Tensor, recipe: Recipe, stats: bool = False) -> tuple[Tenso
     With `stats`, also a float64 tensor [overflow, underflow, scale_clamped] (no host sync): elements that
     saturated, nonzero finite elements that became 0, blocks with a nonzero finite amax whose scale clamped.
     """
-    xt = _tiles(x, recipe.block)
-    deq, counts, clamped = _SCHEMES[type(recipe.scale)](xt, recipe, stats)
-    out = deq.reshape(x.shape)
+    out, counts, clamped, _ = _run(x, recipe, stats)
     if not stats:
         return out, None
     assert counts is not None
@@ -196,3 +204,14 @@ def quantize_recipe_with_stats(x: Tensor, spec: Recipe | str) -> tuple[Tensor, R
     br, bc = recipe.block
     blocks = 1 if br == 0 else x.numel() // ((bc or x.shape[-1]) * br)
     return out.to(x.dtype), RecipeStats(x.numel(), blocks, counts[0], counts[1], counts[2])
+
+
+def recipe_scales(x: Tensor, spec: Recipe | str) -> Tensor:
+    """The block scales `quantize_recipe` uses, shaped (batch, row tiles, column tiles), float32.
+
+    MX: the E8M0 scale 2^e (dequantized = element * scale; NaN for a NaN block). nvfp4: the E4M3 block scale (the
+    per-tensor FP32 scale is ``amax(x) / (448·6)``). FP8 per-tensor/row/tile: torchao's scale s (elements are
+    ``x * s`` rounded, dequantized ``/ s``).
+    """
+    x32, recipe = _prepare(x, spec)
+    return _run(x32, recipe, stats=False)[3].squeeze(4).squeeze(2)
