@@ -134,7 +134,7 @@ def _check_mx_block_property(x: torch.Tensor, name: str, mode: str) -> None:
 
 
 @settings(max_examples=15, deadline=None)
-@given(seed=st.integers(0, 2**31 - 1), log_scale=st.integers(-120, 120), mode=st.sampled_from(MODES))
+@given(seed=st.integers(0, 2**31 - 1), log_scale=st.integers(-128, 100), mode=st.sampled_from(MODES))
 def test_mx_scale_is_function_of_amax_and_values_in_set(seed: int, log_scale: int, mode: str) -> None:
     g = _gen(seed)
     x = torch.randn(4, 64, generator=g) * torch.exp(2 * torch.randn(4, 64, generator=g)) * 2.0**log_scale
@@ -229,15 +229,18 @@ def test_pow2_scale_is_exact_floor() -> None:
 
 
 def _tile_reference(x: np.ndarray, tile: tuple[int, int], pow2: bool) -> tuple[np.ndarray, np.ndarray]:
-    """TE/DeepSeek tiles in numpy: scale = fp32(448 / max(fp64 amax, 1e-12)), elements = e4m3(x * scale)."""
+    """Transformer Engine's blockwise reference (quantize_scale_calc.py, eps 0) in numpy float32."""
     r, c = x.shape
     tiles = x.reshape(r // tile[0], tile[0], c // tile[1], tile[1])
-    amax = np.abs(tiles).max(axis=(1, 3), keepdims=True).astype(np.float64)
-    s = (448.0 / np.maximum(amax, 1e-12)).astype(np.float32)
+    amax = np.abs(tiles).max(axis=(1, 3), keepdims=True)
+    with np.errstate(divide="ignore"):
+        s = np.float32(448.0) / amax
+    s = np.where(np.isinf(s), np.finfo(np.float32).max, s).astype(np.float32)
     if pow2:
         s = np.ldexp(np.float32(1), np.frexp(s)[1] - 1).astype(np.float32)
+    s = np.where(amax == 0, np.float32(1), s)
     q = np.clip(tiles * s, -448, 448).astype(ml_dtypes.float8_e4m3fn).astype(np.float32)
-    return (q / s).reshape(r, c), s.reshape(r // tile[0], c // tile[1])
+    return (q * (np.float32(1) / s)).reshape(r, c), s.reshape(r // tile[0], c // tile[1])
 
 
 @settings(max_examples=10, deadline=None)
@@ -254,6 +257,7 @@ def test_fp8_block_tiles(seed: int, log_scale: int, tile: str, pow2: bool) -> No
         * torch.exp(2 * torch.randn(256, 256, generator=g))
         * 2.0**log_scale
     )
+    x[:128, :128] = 0.0  # an all-zero tile (and 128 all-zero 1x128 tiles)
     spec = f"fp8_block:tile={tile},pow2={str(pow2).lower()}"
     ref, ref_scale = _tile_reference(x.numpy(), (1, 128) if tile == "1x128" else (128, 128), pow2)
     assert np.array_equal(recipe_scales(x, spec).reshape(ref_scale.shape).numpy(), ref_scale)

@@ -64,10 +64,15 @@ class NVFP4Scale:
 
 @dataclass(frozen=True)
 class AmaxScale:
-    """FP32 scale ``max_elem / max(amax, eps)`` (torchao amax_to_scale); `pow2` rounds it down to a power of two."""
+    """FP32 scale ``s = max_elem / max(amax, eps)``; `pow2` rounds it down to a power of two; elements ``x * s``.
+
+    `convention` ``torchao`` (float8 ``amax_to_scale``: dequantize ``q / s``) or ``te`` (Transformer Engine's
+    blockwise reference: an infinite scale becomes float32 max, amax 0 gives scale 1, dequantize ``q * (1/s)``).
+    """
 
     pow2: bool = False
     eps: float = 1e-12
+    convention: str = "torchao"
 
 
 @dataclass(frozen=True)
@@ -146,7 +151,8 @@ def parse_recipe(spec: str) -> Recipe:
             tile = _choice(spec, "tile", kn.get("tile", "1x128"), tuple(_TILES))
             block, tile = _TILES[tile], f"tile={tile},"
         canon = f"{name}:{tile}elem={elem},pow2={str(pow2).lower()}"
-        return Recipe(canon, _FP8_ELEMENTS[elem], block, AmaxScale(pow2))
+        rule = AmaxScale(pow2) if tile == "" else AmaxScale(pow2, eps=0.0, convention="te")
+        return Recipe(canon, _FP8_ELEMENTS[elem], block, rule)
     raise ValueError(
         f"unknown recipe {raw.strip()!r}; valid recipes: {', '.join(RECIPE_NAMES)} (alias: mxfp8)"
     )

@@ -137,12 +137,19 @@ def _amax_scale(xt: Tensor, r: Recipe, stats: bool) -> _Out:
     assert isinstance(r.scale, AmaxScale)
     fmt, plan = _plan(r.element)
     amax = _amax(xt)
+    te = r.scale.convention == "te"
+    # float64 division then rounding to float32 equals float32 division (53 >= 2 * 24 + 2 bits)
     s = (fmt.max_normal / amax.to(torch.float64).clamp(min=r.scale.eps)).to(torch.float32)
+    clamped = _finite_nonzero(amax) & ((amax < r.scale.eps) | torch.isinf(s))
+    if te:
+        s = torch.where(torch.isinf(s), torch.finfo(torch.float32).max, s)
     if r.scale.pow2:
         _, ex = torch.frexp(s)
         s = torch.where(s > 0, _exp2(ex - 1), s)
+    if te:
+        s = torch.where(amax == 0, 1.0, s)
     q, counts = quantize_values(xt * s, plan, stats=stats)
-    return q / s, counts, _finite_nonzero(amax) & (amax < r.scale.eps), s
+    return (q * (1.0 / s) if te else q / s), counts, clamped, s
 
 
 _SCHEMES = {MXScale: _mx, NVFP4Scale: _nvfp4, AmaxScale: _amax_scale}
