@@ -16,6 +16,7 @@ from robustprec.numerics.recipe_spec import RECIPE_NAMES, parse_recipe
 from robustprec.numerics.recipes import (
     quantize_recipe,
     quantize_recipe_with_stats,
+    recipe_plan,
     recipe_scales,
     recipe_values,
 )
@@ -297,9 +298,9 @@ def test_mxfp4_underflows_more_than_mxfp8() -> None:
     "spec", ["mxfp8:scale=even", "mxfp4:scale=floor", "nvfp4", "fp8_tensorwise", "fp8_rowwise", "fp8_block"]
 )
 def test_traceable_without_data_dependent_control_flow(spec: str) -> None:
-    recipe = parse_recipe(spec)
+    plan = recipe_plan(spec)
     x = torch.randn(128, 128, generator=_gen(0))
-    graph = make_fx(lambda t: recipe_values(t, recipe, stats=True))(x)  # fails on .item() / value branching
+    graph = make_fx(lambda t: recipe_values(t, plan, stats=True))(x)  # fails on .item() / value branching
     q, counts = graph(x)
     assert torch.equal(q, quantize_recipe(x, spec))
     assert counts.shape == (3,)

@@ -41,17 +41,43 @@ from robustprec.numerics.recipe_spec import (
     parse_recipe,
 )
 
-__all__ = ["RecipeStats", "quantize_recipe", "quantize_recipe_with_stats", "recipe_scales", "recipe_values"]
+__all__ = [
+    "RecipePlan",
+    "RecipeStats",
+    "quantize_recipe",
+    "quantize_recipe_with_stats",
+    "recipe_plan",
+    "recipe_scales",
+    "recipe_values",
+]
 
 _E8M0_MIN = -127  # smallest E8M0 scale exponent
 _F32_MIN_NORMAL_EXP = -126
 _DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
 
+@dataclass(frozen=True)
+class RecipePlan:
+    """A recipe with its element (and NVFP4 block-scale) formats resolved on the host, for tracing."""
+
+    recipe: Recipe
+    fmt: FloatFormat
+    plan: QuantPlan
+    scale_fmt: FloatFormat | None = None
+    scale_plan: QuantPlan | None = None
+
+
 @functools.lru_cache(maxsize=64)
-def _plan(spec: str) -> tuple[FloatFormat, QuantPlan]:
-    fmt = parse_format(spec)
-    return fmt, quant_plan(fmt)
+def recipe_plan(spec: Recipe | str) -> RecipePlan:
+    """Parse `spec` and resolve its formats (cached); pass the result to `recipe_values`."""
+    recipe = parse_recipe(spec) if isinstance(spec, str) else spec
+    fmt = parse_format(recipe.element)
+    scale_fmt = None
+    if isinstance(recipe.scale, NVFP4Scale):
+        scale_fmt = parse_format(recipe.scale.block_scale_format)
+    return RecipePlan(
+        recipe, fmt, quant_plan(fmt), scale_fmt, quant_plan(scale_fmt) if scale_fmt is not None else None
+    )
 
 
 def _exp2(k: Tensor) -> Tensor:
@@ -101,72 +127,71 @@ _Out = tuple[
 ]  # dequantized, element counts, clamped blocks, block scales
 
 
-def _mx(xt: Tensor, r: Recipe, stats: bool) -> _Out:
-    assert isinstance(r.scale, MXScale)
-    fmt, plan = _plan(r.element)
+def _mx(xt: Tensor, p: RecipePlan, stats: bool) -> _Out:
+    mode = p.recipe.scale.mode  # type: ignore[union-attr]
     amax = _amax(xt)
-    e_raw = _mx_exponent(amax, fmt, r.scale.mode)
-    if r.scale.mode == "rceil":
+    e_raw = _mx_exponent(amax, p.fmt, mode)
+    if mode == "rceil":
         e = e_raw.clamp(_E8M0_MIN, -_E8M0_MIN)
         scaled = xt * torch.where(e == _E8M0_MIN, 1.0, _exp2(-e))
     else:
         e = e_raw.clamp(_E8M0_MIN, -_E8M0_MIN + 1)
         scaled = xt / _exp2(e.clamp(min=_F32_MIN_NORMAL_EXP))
-    q, counts = quantize_values(scaled, plan, stats=stats)
+    q, counts = quantize_values(scaled, p.plan, stats=stats)
     scale = torch.where(torch.isnan(amax), torch.nan, _exp2(e))
     return q * scale, counts, _finite_nonzero(amax) & (e_raw < _F32_MIN_NORMAL_EXP), scale
 
 
-def _nvfp4(xt: Tensor, r: Recipe, stats: bool) -> _Out:
-    assert isinstance(r.scale, NVFP4Scale)
-    s_fmt, s_plan = _plan(r.scale.block_scale_format)
-    _, plan = _plan(r.element)
-    elem_max = parse_format(r.element).max_normal
+def _nvfp4(xt: Tensor, p: RecipePlan, stats: bool) -> _Out:
+    s_fmt, s_plan = p.scale_fmt, p.scale_plan
+    assert s_fmt is not None and s_plan is not None
+    elem_max = p.fmt.max_normal
     pts = xt.abs().amax() / (s_fmt.max_normal * elem_max)  # torchao per_tensor_amax_to_scale
     pts = torch.where(pts > 0, pts, 1.0)  # all-zero tensor: zeros, not NaN
     amax = _amax(xt)
     s = (amax / elem_max) / pts
     s8, _ = quantize_values(s.clamp(s_fmt.min_normal, s_fmt.max_normal), s_plan)
-    q, counts = quantize_values(xt * ((1.0 / pts) / s8), plan, stats=stats)
+    q, counts = quantize_values(xt * ((1.0 / pts) / s8), p.plan, stats=stats)
     deq = q * (pts * s8)
     clamped = _finite_nonzero(amax) & ((s < s_fmt.min_normal) | (s > s_fmt.max_normal))
     return deq, counts, clamped, s8
 
 
-def _amax_scale(xt: Tensor, r: Recipe, stats: bool) -> _Out:
-    assert isinstance(r.scale, AmaxScale)
-    fmt, plan = _plan(r.element)
+def _amax_scale(xt: Tensor, p: RecipePlan, stats: bool) -> _Out:
+    rule = p.recipe.scale
+    assert isinstance(rule, AmaxScale)
     amax = _amax(xt)
-    te = r.scale.convention == "te"
+    te = rule.convention == "te"
     # float64 division then rounding to float32 equals float32 division (53 >= 2 * 24 + 2 bits)
-    s = (fmt.max_normal / amax.to(torch.float64).clamp(min=r.scale.eps)).to(torch.float32)
-    clamped = _finite_nonzero(amax) & ((amax < r.scale.eps) | torch.isinf(s))
+    s = (p.fmt.max_normal / amax.to(torch.float64).clamp(min=rule.eps)).to(torch.float32)
+    clamped = _finite_nonzero(amax) & ((amax < rule.eps) | torch.isinf(s))
     if te:
         s = torch.where(torch.isinf(s), torch.finfo(torch.float32).max, s)
-    if r.scale.pow2:
+    if rule.pow2:
         _, ex = torch.frexp(s)
         s = torch.where(s > 0, _exp2(ex - 1), s)
     if te:
         s = torch.where(amax == 0, 1.0, s)
-    q, counts = quantize_values(xt * s, plan, stats=stats)
+    q, counts = quantize_values(xt * s, p.plan, stats=stats)
     return (q * (1.0 / s) if te else q / s), counts, clamped, s
 
 
 _SCHEMES = {MXScale: _mx, NVFP4Scale: _nvfp4, AmaxScale: _amax_scale}
 
 
-def _run(x: Tensor, recipe: Recipe, stats: bool) -> _Out:
-    deq, counts, clamped, scale = _SCHEMES[type(recipe.scale)](_tiles(x, recipe.block), recipe, stats)
+def _run(x: Tensor, p: RecipePlan, stats: bool) -> _Out:
+    r = p.recipe
+    deq, counts, clamped, scale = _SCHEMES[type(r.scale)](_tiles(x, r.block), p, stats)
     return deq.reshape(x.shape), counts, clamped, scale
 
 
-def recipe_values(x: Tensor, recipe: Recipe, stats: bool = False) -> tuple[Tensor, Tensor | None]:
-    """The traceable core: float32 `x` quantized and dequantized by `recipe` (shape already checked).
+def recipe_values(x: Tensor, plan: RecipePlan, stats: bool = False) -> tuple[Tensor, Tensor | None]:
+    """The traceable core: float32 `x` quantized and dequantized by `plan` (`recipe_plan`; shape already checked).
 
     With `stats`, also a float64 tensor [overflow, underflow, scale_clamped] (no host sync): elements that
     saturated, nonzero finite elements that became 0, blocks with a nonzero finite amax whose scale clamped.
     """
-    out, counts, clamped, _ = _run(x, recipe, stats)
+    out, counts, clamped, _ = _run(x, plan, stats)
     if not stats:
         return out, None
     assert counts is not None
@@ -186,12 +211,12 @@ class RecipeStats:
     scale_clamped: Tensor  # blocks (nonzero finite amax) whose scale hit the scale format's range
 
 
-def _prepare(x: Tensor, spec: Recipe | str) -> tuple[Tensor, Recipe]:
-    recipe = parse_recipe(spec) if isinstance(spec, str) else spec
+def _prepare(x: Tensor, spec: Recipe | str) -> tuple[Tensor, RecipePlan]:
+    plan = recipe_plan(spec)
     if x.dtype not in _DTYPES:
-        raise TypeError(f"{recipe.name} expects a float32, bfloat16 or float16 tensor, got {x.dtype}")
-    check_block_shape(recipe, tuple(x.shape))
-    return x.detach().to(torch.float32), recipe
+        raise TypeError(f"{plan.recipe.name} expects a float32, bfloat16 or float16 tensor, got {x.dtype}")
+    check_block_shape(plan.recipe, tuple(x.shape))
+    return x.detach().to(torch.float32), plan
 
 
 def quantize_recipe(x: Tensor, spec: Recipe | str) -> Tensor:
@@ -199,16 +224,16 @@ def quantize_recipe(x: Tensor, spec: Recipe | str) -> Tensor:
 
     Same shape and dtype as `x` (computed in float32; bf16/fp16 results are cast back). Not differentiable.
     """
-    x32, recipe = _prepare(x, spec)
-    return recipe_values(x32, recipe)[0].to(x.dtype)
+    x32, plan = _prepare(x, spec)
+    return recipe_values(x32, plan)[0].to(x.dtype)
 
 
 def quantize_recipe_with_stats(x: Tensor, spec: Recipe | str) -> tuple[Tensor, RecipeStats]:
     """`quantize_recipe` plus overflow / underflow / clamped-scale counts (kept on x's device)."""
-    x32, recipe = _prepare(x, spec)
-    out, counts = recipe_values(x32, recipe, stats=True)
+    x32, plan = _prepare(x, spec)
+    out, counts = recipe_values(x32, plan, stats=True)
     assert counts is not None
-    br, bc = recipe.block
+    br, bc = plan.recipe.block
     blocks = 1 if br == 0 else x.numel() // ((bc or x.shape[-1]) * br)
     return out.to(x.dtype), RecipeStats(x.numel(), blocks, counts[0], counts[1], counts[2])
 
@@ -220,5 +245,5 @@ def recipe_scales(x: Tensor, spec: Recipe | str) -> Tensor:
     per-tensor FP32 scale is ``amax(x) / (448·6)``). FP8 per-tensor/row/tile: torchao's scale s (elements are
     ``x * s`` rounded, dequantized ``/ s``).
     """
-    x32, recipe = _prepare(x, spec)
-    return _run(x32, recipe, stats=False)[3].squeeze(4).squeeze(2)
+    x32, plan = _prepare(x, spec)
+    return _run(x32, plan, stats=False)[3].squeeze(4).squeeze(2)
