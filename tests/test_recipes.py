@@ -12,7 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch.fx.experimental.proxy_tensor import make_fx
 
-from robustprec.numerics.recipe_spec import RECIPE_NAMES, parse_recipe
+from robustprec.numerics import quantize
+from robustprec.numerics.recipe_spec import RECIPE_NAMES, is_recipe, parse_recipe
 from robustprec.numerics.recipes import (
     quantize_recipe,
     quantize_recipe_with_stats,
@@ -293,6 +294,21 @@ def test_mxfp4_underflows_more_than_mxfp8() -> None:
     assert float(u4) > float(u8) > 0
 
 
+# ----- element formats ------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("name", list(MX_ELEM))
+def test_element_spelling_is_the_saturating_ml_dtypes_cast(name: str) -> None:
+    dtype, elem_max, emax, _ = MX_ELEM[name]
+    g = _gen(4)
+    x = torch.randn(4096, generator=g) * torch.exp2(torch.randint(-20 - emax, emax + 3, (4096,), generator=g))
+    x = torch.cat([x, _near_pow2((512,), seed=5, lo=-20, hi=emax + 2), torch.tensor([math.inf, -math.inf])])
+    ties = torch.tensor(
+        np.arange(0, 2 * elem_max, elem_max / 64), dtype=torch.float32
+    )  # grid incl. midpoints
+    x = torch.cat([x, ties, -ties])
+    ref = np.clip(x.numpy(), -elem_max, elem_max).astype(dtype).astype(np.float32)
+    assert np.array_equal(quantize(x, parse_recipe(name).element).numpy(), ref)
+
+
 # ----- interface -------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize(
     "spec", ["mxfp8:scale=even", "mxfp4:scale=floor", "nvfp4", "fp8_tensorwise", "fp8_rowwise", "fp8_block"]
@@ -315,6 +331,11 @@ def test_shape_and_dtype_preserved() -> None:
     assert torch.equal(out.float(), quantize_recipe(xb.float(), "mxfp8_e4m3"))  # MX values are bf16-exact
     with pytest.raises(TypeError, match="float32, bfloat16 or float16"):
         quantize_recipe(x.double(), "mxfp4")
+
+
+def test_is_recipe() -> None:
+    assert is_recipe("mxfp8:scale=up") and is_recipe(" NVFP4") and is_recipe("fp8_block:tile=128x128")
+    assert not is_recipe("fp8_e4m3") and not is_recipe("E4M3:scaling=block:32") and not is_recipe("bf16")
 
 
 def test_parse_canonical_names_and_defaults() -> None:

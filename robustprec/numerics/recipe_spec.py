@@ -30,6 +30,7 @@ __all__ = [
     "NVFP4Scale",
     "Recipe",
     "check_block_shape",
+    "is_recipe",
     "parse_recipe",
 ]
 
@@ -125,6 +126,12 @@ def _flag(spec: str, key: str, value: str | None, default: bool) -> bool:
     if value is None:
         return default
     return _BOOLS[_choice(spec, key, value, tuple(_BOOLS))]
+
+
+def is_recipe(spec: str) -> bool:
+    """Whether `spec` names a recipe (its options are not checked): the dispatch test for `quantize`."""
+    name = spec.strip().partition(":")[0].strip().lower()
+    return _ALIASES.get(name, name) in RECIPE_NAMES
 
 
 def parse_recipe(spec: str) -> Recipe:

@@ -122,13 +122,13 @@ def _mx_exponent(amax: Tensor, fmt: FloatFormat, mode: str) -> Tensor:
     return e - fmt.max_exp
 
 
-_Out = tuple[
-    Tensor, Tensor | None, Tensor, Tensor
-]  # dequantized, element counts, clamped blocks, block scales
+# dequantized values, element counts (or None), clamped-block mask, block scales
+_Out = tuple[Tensor, Tensor | None, Tensor, Tensor]
 
 
 def _mx(xt: Tensor, p: RecipePlan, stats: bool) -> _Out:
-    mode = p.recipe.scale.mode  # type: ignore[union-attr]
+    assert isinstance(p.recipe.scale, MXScale)
+    mode = p.recipe.scale.mode
     amax = _amax(xt)
     e_raw = _mx_exponent(amax, p.fmt, mode)
     if mode == "rceil":
