@@ -102,6 +102,19 @@ def test_mx_matches_torchao(name: str, mode: str) -> None:
             raise AssertionError(f"{name}:scale={mode} on {kind} input: {err}") from None
 
 
+@pytest.mark.parametrize("name", list(MX_TORCHAO))
+def test_mx_bf16_in_bf16_out_matches_torchao(name: str) -> None:
+    elem = MX_TORCHAO[name]
+    for mode in ("floor", "rceil"):
+        for kind in ("heavy", "subnormal", "near_pow2"):
+            xb = _inputs(seed=9)[kind].to(torch.bfloat16)
+            scale, data = mx_tensor.to_mx(xb, elem, 32, getattr(ScaleCalculationMode, mode.upper()))
+            ref = mx_tensor.to_dtype(data, scale, elem, 32, torch.bfloat16)
+            got = quantize_recipe(xb, f"{name}:scale={mode}")
+            assert got.dtype == torch.bfloat16
+            _assert_bits_equal(got.float(), ref.float())
+
+
 def _exact_mx_exponent(amax: float, mode: str, emax: int, mbits: int, elem_max: float) -> int:
     """The E8M0 exponent of RECIPES.md from Python floats (no torch), before torchao's clamp to [-127, ...]."""
     if mode == "rceil":
@@ -158,10 +171,10 @@ def test_mx_scale_at_power_of_two_edges(name: str) -> None:
 
 
 # ----- NVFP4: bit-exact against torchao nvfp4_quantize -------------------------------------------------------------
-def _nvfp4_reference(x_bf16: torch.Tensor) -> torch.Tensor:
+def _nvfp4_reference(x_bf16: torch.Tensor, out: torch.dtype = torch.float32) -> torch.Tensor:
     pts = nvfp4_tensor.per_tensor_amax_to_scale(x_bf16.abs().amax())
     t = nvfp4_tensor.NVFP4Tensor.to_nvfp4(x_bf16, 16, per_tensor_scale=pts)
-    return t.dequantize(torch.float32)
+    return t.dequantize(out)
 
 
 def test_nvfp4_matches_torchao() -> None:
@@ -171,6 +184,8 @@ def test_nvfp4_matches_torchao() -> None:
         xb = x.to(torch.bfloat16)
         try:
             _assert_bits_equal(quantize_recipe(xb.float(), "nvfp4"), _nvfp4_reference(xb))
+            ref_bf16 = _nvfp4_reference(xb, torch.bfloat16).float()
+            _assert_bits_equal(quantize_recipe(xb, "nvfp4").float(), ref_bf16)
         except AssertionError as err:
             raise AssertionError(f"nvfp4 on {kind} input: {err}") from None
 
