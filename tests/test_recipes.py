@@ -344,6 +344,9 @@ def test_shape_and_dtype_preserved() -> None:
     out = quantize_recipe(xb, "mxfp8_e4m3")
     assert out.dtype == torch.bfloat16
     assert torch.equal(out.float(), quantize_recipe(xb.float(), "mxfp8_e4m3"))  # MX values are bf16-exact
+    for spec in ("mxfp4", "nvfp4", "fp8_tensorwise", "fp8_block:tile=128x128"):
+        empty, stats = quantize_recipe_with_stats(torch.zeros(0, 128), spec)
+        assert empty.shape == (0, 128) and int(stats.underflow) == 0
     with pytest.raises(TypeError, match="float32, bfloat16 or float16"):
         quantize_recipe(x.double(), "mxfp4")
 

@@ -181,6 +181,9 @@ _SCHEMES = {MXScale: _mx, NVFP4Scale: _nvfp4, AmaxScale: _amax_scale}
 
 def _run(x: Tensor, p: RecipePlan, stats: bool) -> _Out:
     r = p.recipe
+    if x.numel() == 0:  # a shape-only branch: nothing to scale
+        zero = x.new_zeros(0, 0, 1, 0, 1)
+        return x.clone(), x.new_zeros(2, dtype=torch.float64) if stats else None, zero.bool(), zero
     deq, counts, clamped, scale = _SCHEMES[type(r.scale)](_tiles(x, r.block), p, stats)
     return deq.reshape(x.shape), counts, clamped, scale
 
