@@ -134,6 +134,20 @@ def is_recipe(spec: str) -> bool:
     return _ALIASES.get(name, name) in RECIPE_NAMES
 
 
+def _fp8_recipe(spec: str, name: str, text: str) -> Recipe:
+    tiled = name == "fp8_block"
+    kn = _knobs(spec, name, text, ("tile", "elem", "pow2") if tiled else ("elem", "pow2"))
+    elem = _choice(spec, "elem", kn.get("elem", "e4m3"), tuple(_FP8_ELEMENTS))
+    pow2 = _flag(spec, "pow2", kn.get("pow2"), default=name == "fp8_rowwise")
+    opts = f"elem={elem},pow2={str(pow2).lower()}"
+    if not tiled:  # torchao float8
+        block = (0, 0) if name == "fp8_tensorwise" else (1, 0)
+        return Recipe(f"{name}:{opts}", _FP8_ELEMENTS[elem], block, AmaxScale(pow2))
+    tile = _choice(spec, "tile", kn.get("tile", "1x128"), tuple(_TILES))  # Transformer Engine blockwise
+    rule = AmaxScale(pow2, eps=0.0, convention="te")
+    return Recipe(f"{name}:tile={tile},{opts}", _FP8_ELEMENTS[elem], _TILES[tile], rule)
+
+
 def parse_recipe(spec: str) -> Recipe:
     """Parse a recipe spec (module docstring for the grammar); raises ValueError naming the valid choices."""
     if not isinstance(spec, str) or not spec.strip():
@@ -141,25 +155,13 @@ def parse_recipe(spec: str) -> Recipe:
     raw, _, text = spec.strip().partition(":")
     name = _ALIASES.get(raw.strip().lower(), raw.strip().lower())
     if name in _MX_ELEMENTS:
-        kn = _knobs(spec, name, text, ("scale",))
-        mode = _choice(spec, "scale", kn.get("scale", "rceil"), MX_MODES)
+        mode = _choice(spec, "scale", _knobs(spec, name, text, ("scale",)).get("scale", "rceil"), MX_MODES)
         return Recipe(f"{name}:scale={mode}", _MX_ELEMENTS[name], (1, 32), MXScale(mode))
     if name == "nvfp4":
         _knobs(spec, name, text, ())
         return Recipe("nvfp4", "float4_e2m1fn", (1, 16), NVFP4Scale())
     if name in ("fp8_tensorwise", "fp8_rowwise", "fp8_block"):
-        valid = ("elem", "pow2", "tile") if name == "fp8_block" else ("elem", "pow2")
-        kn = _knobs(spec, name, text, valid)
-        elem = _choice(spec, "elem", kn.get("elem", "e4m3"), tuple(_FP8_ELEMENTS))
-        pow2 = _flag(spec, "pow2", kn.get("pow2"), name == "fp8_rowwise")
-        block = {"fp8_tensorwise": (0, 0), "fp8_rowwise": (1, 0)}.get(name)
-        tile = ""
-        if block is None:
-            tile = _choice(spec, "tile", kn.get("tile", "1x128"), tuple(_TILES))
-            block, tile = _TILES[tile], f"tile={tile},"
-        canon = f"{name}:{tile}elem={elem},pow2={str(pow2).lower()}"
-        rule = AmaxScale(pow2) if tile == "" else AmaxScale(pow2, eps=0.0, convention="te")
-        return Recipe(canon, _FP8_ELEMENTS[elem], block, rule)
+        return _fp8_recipe(spec, name, text)
     raise ValueError(
         f"unknown recipe {raw.strip()!r}; valid recipes: {', '.join(RECIPE_NAMES)} (alias: mxfp8)"
     )
