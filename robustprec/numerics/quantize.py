@@ -32,6 +32,7 @@ value is exact in float32 (and in bfloat16 for formats with m <= 7), and at leas
 from __future__ import annotations
 
 import functools
+import importlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -40,6 +41,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from robustprec.numerics.formats import FloatFormat, parse_format
+from robustprec.numerics.recipe_spec import is_recipe
 
 __all__ = [
     "QuantPlan",
@@ -343,8 +345,12 @@ def quantize(x: Tensor, fmt: FloatFormat | str, key: Tensor | int | None = None)
 
     bf16/fp16 results are the quantized float32 values cast back to x.dtype (exact when the format's values
     are representable in that dtype). `key` (an int or 0-d int64 tensor) selects the stochastic-rounding
-    stream: the same key gives the same bits; None draws a key from torch's global RNG.
+    stream: the same key gives the same bits; None draws a key from torch's global RNG. `fmt` may also name a
+    scaled recipe (`mxfp8_e4m3`, `nvfp4`, `fp8_block`, ... see `numerics.recipes`): blocks run along x's last
+    dimension and the result is dequantized.
     """
+    if isinstance(fmt, str) and is_recipe(fmt):
+        return importlib.import_module("robustprec.numerics.recipes").quantize_recipe(x, fmt)
     return _quantize(x, fmt, key, stats=False)[0]
 
 
@@ -369,6 +375,9 @@ def quantize_with_stats(
     x: Tensor, fmt: FloatFormat | str, key: Tensor | int | None = None
 ) -> tuple[Tensor, QuantStats]:
     """`quantize` plus overflow/underflow counts kept on x's device (two extra reductions, no sync)."""
+    if isinstance(fmt, str) and is_recipe(fmt):
+        q, st = importlib.import_module("robustprec.numerics.recipes").quantize_recipe_with_stats(x, fmt)
+        return q, QuantStats(st.numel, st.overflow, st.underflow)
     q, counts = _quantize(x, fmt, key, stats=True)
     assert counts is not None
     return q, QuantStats(x.numel(), counts[0], counts[1])

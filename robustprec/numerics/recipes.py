@@ -1,0 +1,252 @@
+"""Real low-precision recipes' operand quantization (MX, NVFP4, per-tensor/row/tile FP8), simulated bit-exactly.
+
+`quantize_recipe(x, spec)` returns `x` quantized by the recipe and dequantized (same shape and dtype); it follows
+the reference implementations operation by operation, in float32, with traceable torch ops (no host syncs, no
+branching on tensor values). The element rounding is `robustprec.numerics.quantize`'s saturating round-to-nearest-
+even cast. Spec strings and the recipe data live in `robustprec.numerics.recipe_spec` (docs/recipes.md).
+
+Reference behaviour reproduced on purpose (torchao 0.18 `mx_tensor.to_mx`/`to_dtype`, `nvfp4_quantize`):
+
+- MX floor/ceil/even: a block whose scale exponent clamps to -127 has its elements divided by 2^-126 (torchao
+  clamps the fp32 scale to the smallest normal) but is dequantized with 2^-127.
+- MX rceil: a block with scale exponent -127 has its elements multiplied by 1, not 2^127 (torchao and Transformer
+  Engine), so it dequantizes to (nearly) zero.
+
+Deliberate differences (docs/recipes.md has the inputs that show them):
+
+- rceil takes the exact ceiling of log2(amax / max_elem) (Blackwell's ``cvt.rp.satfinite.ue8m0``, Transformer
+  Engine); torchao's CPU/eager fallback uses float32 ``ceil(log2(.))``, one too small when amax / max_elem lies one
+  ulp above a power of two.
+- ``pow2`` FP8 scales are the exact power of two at or below the scale (frexp, as Transformer Engine); torchao's
+  ``exp2(floor(log2(s)))`` rounds up when s lies one ulp below a power of two.
+- nvfp4 on an all-zero tensor returns zeros (torchao: NaN, from 0/0).
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from robustprec.numerics.formats import FloatFormat, parse_format
+from robustprec.numerics.quantize import QuantPlan, quant_plan, quantize_values
+from robustprec.numerics.recipe_spec import (
+    AmaxScale,
+    MXScale,
+    NVFP4Scale,
+    Recipe,
+    check_block_shape,
+    parse_recipe,
+)
+
+__all__ = [
+    "RecipePlan",
+    "RecipeStats",
+    "quantize_recipe",
+    "quantize_recipe_with_stats",
+    "recipe_plan",
+    "recipe_scales",
+    "recipe_values",
+]
+
+_E8M0_MIN = -127  # smallest E8M0 scale exponent
+_F32_MIN_NORMAL_EXP = -126
+_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+
+
+@dataclass(frozen=True)
+class RecipePlan:
+    """A recipe with its element (and NVFP4 block-scale) formats resolved on the host, for tracing."""
+
+    recipe: Recipe
+    fmt: FloatFormat
+    plan: QuantPlan
+    scale_fmt: FloatFormat | None = None
+    scale_plan: QuantPlan | None = None
+
+
+@functools.lru_cache(maxsize=64)
+def recipe_plan(spec: Recipe | str) -> RecipePlan:
+    """Parse `spec` and resolve its formats (cached); pass the result to `recipe_values`."""
+    recipe = parse_recipe(spec) if isinstance(spec, str) else spec
+    fmt = parse_format(recipe.element)
+    scale_fmt = None
+    if isinstance(recipe.scale, NVFP4Scale):
+        scale_fmt = parse_format(recipe.scale.block_scale_format)
+    return RecipePlan(
+        recipe, fmt, quant_plan(fmt), scale_fmt, quant_plan(scale_fmt) if scale_fmt is not None else None
+    )
+
+
+def _exp2(k: Tensor) -> Tensor:
+    """2^k as float32 for integer k in [-149, 128] (exact, subnormals included; 128 gives inf)."""
+    return ((k.to(torch.int64) + 1023) << 52).view(torch.float64).to(torch.float32)
+
+
+def _tiles(x: Tensor, block: tuple[int, int]) -> Tensor:
+    """x viewed as (batch, row tiles, rows per tile, col tiles, cols per tile); one scale per (.., :, .., :)."""
+    br, bc = block
+    if br == 0:
+        return x.reshape(1, 1, 1, 1, -1)
+    c = x.shape[-1]
+    bc = bc or c
+    if br == 1:
+        return x.reshape(-1, 1, 1, c // bc, bc)
+    return x.reshape(-1, x.shape[-2] // br, br, c // bc, bc)
+
+
+def _amax(xt: Tensor) -> Tensor:
+    return xt.abs().amax(dim=(2, 4), keepdim=True)
+
+
+def _finite_nonzero(a: Tensor) -> Tensor:
+    return torch.isfinite(a) & (a > 0)
+
+
+def _mx_exponent(amax: Tensor, fmt: FloatFormat, mode: str) -> Tensor:
+    """Unclamped E8M0 exponent of each block (torchao ScaleCalculationMode; rceil by exact ceiling)."""
+    if mode == "rceil":
+        descale = amax / fmt.max_normal
+        mant, ex = torch.frexp(descale)  # descale = mant * 2^ex, mant in [0.5, 1)
+        e = ex - (mant == 0.5).to(ex.dtype)  # exact ceil(log2(descale))
+        e = torch.where(descale > 0, e, _E8M0_MIN - 1)
+        return torch.where(torch.isinf(descale), -_E8M0_MIN, e)
+    bits = amax.view(torch.int32)
+    if mode == "even":  # amax rounded (half up) to the element's mantissa width first
+        bits = (bits + (1 << (22 - fmt.man_bits))) & 0x7F800000
+    e = ((bits >> 23) & 0xFF) - 127
+    if mode == "ceil":
+        e = e + ((bits & 0x7FFFFF) > 0).to(e.dtype)
+    return e - fmt.max_exp
+
+
+# dequantized values, element counts (or None), clamped-block mask, block scales
+_Out = tuple[Tensor, Tensor | None, Tensor, Tensor]
+
+
+def _mx(xt: Tensor, p: RecipePlan, stats: bool) -> _Out:
+    assert isinstance(p.recipe.scale, MXScale)
+    mode = p.recipe.scale.mode
+    amax = _amax(xt)
+    e_raw = _mx_exponent(amax, p.fmt, mode)
+    if mode == "rceil":
+        e = e_raw.clamp(_E8M0_MIN, -_E8M0_MIN)
+        scaled = xt * torch.where(e == _E8M0_MIN, 1.0, _exp2(-e))
+    else:
+        e = e_raw.clamp(_E8M0_MIN, -_E8M0_MIN + 1)
+        scaled = xt / _exp2(e.clamp(min=_F32_MIN_NORMAL_EXP))
+    q, counts = quantize_values(scaled, p.plan, stats=stats)
+    scale = torch.where(torch.isnan(amax), torch.nan, _exp2(e))
+    return q * scale, counts, _finite_nonzero(amax) & (e_raw < _F32_MIN_NORMAL_EXP), scale
+
+
+def _nvfp4(xt: Tensor, p: RecipePlan, stats: bool) -> _Out:
+    s_fmt, s_plan = p.scale_fmt, p.scale_plan
+    assert s_fmt is not None and s_plan is not None
+    elem_max = p.fmt.max_normal
+    pts = xt.abs().amax() / (s_fmt.max_normal * elem_max)  # torchao per_tensor_amax_to_scale
+    pts = torch.where(pts > 0, pts, 1.0)  # all-zero tensor: zeros, not NaN
+    amax = _amax(xt)
+    s = (amax / elem_max) / pts
+    s8, _ = quantize_values(s.clamp(s_fmt.min_normal, s_fmt.max_normal), s_plan)
+    q, counts = quantize_values(xt * ((1.0 / pts) / s8), p.plan, stats=stats)
+    deq = q * (pts * s8)
+    clamped = _finite_nonzero(amax) & ((s < s_fmt.min_normal) | (s > s_fmt.max_normal))
+    return deq, counts, clamped, s8
+
+
+def _amax_scale(xt: Tensor, p: RecipePlan, stats: bool) -> _Out:
+    rule = p.recipe.scale
+    assert isinstance(rule, AmaxScale)
+    amax = _amax(xt)
+    te = rule.convention == "te"
+    # float64 division then rounding to float32 equals float32 division (53 >= 2 * 24 + 2 bits)
+    s = (p.fmt.max_normal / amax.to(torch.float64).clamp(min=rule.eps)).to(torch.float32)
+    clamped = _finite_nonzero(amax) & ((amax < rule.eps) | torch.isinf(s))
+    if te:
+        s = torch.where(torch.isinf(s), torch.finfo(torch.float32).max, s)
+    if rule.pow2:
+        _, ex = torch.frexp(s)
+        s = torch.where(s > 0, _exp2(ex - 1), s)
+    if te:
+        s = torch.where(amax == 0, 1.0, s)
+    q, counts = quantize_values(xt * s, p.plan, stats=stats)
+    return (q * (1.0 / s) if te else q / s), counts, clamped, s
+
+
+_SCHEMES = {MXScale: _mx, NVFP4Scale: _nvfp4, AmaxScale: _amax_scale}
+
+
+def _run(x: Tensor, p: RecipePlan, stats: bool) -> _Out:
+    r = p.recipe
+    if x.numel() == 0:  # a shape-only branch: nothing to scale
+        zero = x.new_zeros(0, 0, 1, 0, 1)
+        return x.clone(), x.new_zeros(2, dtype=torch.float64) if stats else None, zero.bool(), zero
+    deq, counts, clamped, scale = _SCHEMES[type(r.scale)](_tiles(x, r.block), p, stats)
+    return deq.reshape(x.shape), counts, clamped, scale
+
+
+def recipe_values(x: Tensor, plan: RecipePlan, stats: bool = False) -> tuple[Tensor, Tensor | None]:
+    """The traceable core: float32 `x` quantized and dequantized by `plan` (`recipe_plan`; shape already checked).
+
+    With `stats`, also a float64 tensor [overflow, underflow, scale_clamped] (no host sync): elements that
+    saturated, nonzero finite elements that became 0, blocks with a nonzero finite amax whose scale clamped.
+    """
+    out, counts, clamped, _ = _run(x, plan, stats)
+    if not stats:
+        return out, None
+    assert counts is not None
+    underflow = ((out == 0) & (x != 0) & torch.isfinite(x)).sum(dtype=torch.float64)
+    clamps = clamped.sum(dtype=torch.float64)
+    return out, torch.stack((counts[0], underflow, clamps))
+
+
+@dataclass(frozen=True)
+class RecipeStats:
+    """Per-call telemetry (0-d float64 tensors on x's device; reading them synchronises)."""
+
+    numel: int
+    blocks: int
+    overflow: Tensor  # elements whose scaled value saturated to ±max of the element format
+    underflow: Tensor  # nonzero finite elements that became ±0
+    scale_clamped: Tensor  # blocks (nonzero finite amax) whose scale hit the scale format's range
+
+
+def _prepare(x: Tensor, spec: Recipe | str) -> tuple[Tensor, RecipePlan]:
+    plan = recipe_plan(spec)
+    if x.dtype not in _DTYPES:
+        raise TypeError(f"{plan.recipe.name} expects a float32, bfloat16 or float16 tensor, got {x.dtype}")
+    check_block_shape(plan.recipe, tuple(x.shape))
+    return x.detach().to(torch.float32), plan
+
+
+def quantize_recipe(x: Tensor, spec: Recipe | str) -> Tensor:
+    """`x` quantized by the recipe `spec` (e.g. ``"mxfp8_e4m3:scale=floor"``, ``"nvfp4"``) and dequantized.
+
+    Same shape and dtype as `x` (computed in float32; bf16/fp16 results are cast back). Not differentiable.
+    """
+    x32, plan = _prepare(x, spec)
+    return recipe_values(x32, plan)[0].to(x.dtype)
+
+
+def quantize_recipe_with_stats(x: Tensor, spec: Recipe | str) -> tuple[Tensor, RecipeStats]:
+    """`quantize_recipe` plus overflow / underflow / clamped-scale counts (kept on x's device)."""
+    x32, plan = _prepare(x, spec)
+    out, counts = recipe_values(x32, plan, stats=True)
+    assert counts is not None
+    br, bc = plan.recipe.block
+    blocks = 1 if br == 0 else x.numel() // ((bc or x.shape[-1]) * br)
+    return out.to(x.dtype), RecipeStats(x.numel(), blocks, counts[0], counts[1], counts[2])
+
+
+def recipe_scales(x: Tensor, spec: Recipe | str) -> Tensor:
+    """The block scales `quantize_recipe` uses, shaped (batch, row tiles, column tiles), float32.
+
+    MX: the E8M0 scale 2^e (dequantized = element * scale; NaN for a NaN block). nvfp4: the E4M3 block scale (the
+    per-tensor FP32 scale is ``amax(x) / (448·6)``). FP8 per-tensor/row/tile: torchao's scale s (elements are
+    ``x * s`` rounded, dequantized ``/ s``).
+    """
+    x32, plan = _prepare(x, spec)
+    return _run(x32, plan, stats=False)[3].squeeze(4).squeeze(2)
