@@ -457,27 +457,31 @@ def run_preset(
             notes.append(f"{backend}: the plain loop has no equivalent of its DeepSpeed engine settings")
         ours = run_robustprec(cfg, geo, warm, timed, args.profile)
         ours_mem, left = peak_gib(device), release(device)
-        plain = run_plain(cfg, stream, geo, device, warm, timed, args.profile)
-        plain_mem, left2 = peak_gib(device), release(device)
+        wants_plain = args.plain == "all" or backend in args.plain.split(";")
+        plain = run_plain(cfg, stream, geo, device, warm, timed, args.profile) if wants_plain else None
+        plain_mem, left2 = (peak_gib(device), release(device)) if plain else (None, 0.0)
         if max(left, left2) > 0.5:
             notes.append(f"{preset} {backend}: {max(left, left2):.1f} GiB still allocated after a run")
+        p_tps = plain.tokens_per_s if plain else None
         row = common | {
-            "backend": backend, "robustprec_tokens_per_s": ours.tokens_per_s, "plain_tokens_per_s": plain.tokens_per_s,
-            "ratio": ours.tokens_per_s / plain.tokens_per_s, "robustprec_mfu": geo.mfu(ours.tokens_per_s),
-            "plain_mfu": geo.mfu(plain.tokens_per_s), "robustprec_step_ms": ours.step_ms, "plain_step_ms": plain.step_ms,
+            "backend": backend, "robustprec_tokens_per_s": ours.tokens_per_s, "plain_tokens_per_s": p_tps,
+            "ratio": ours.tokens_per_s / p_tps if p_tps else None, "robustprec_mfu": geo.mfu(ours.tokens_per_s),
+            "plain_mfu": geo.mfu(p_tps) if p_tps else None, "robustprec_step_ms": ours.step_ms,
+            "plain_step_ms": plain.step_ms if plain else None,
             "robustprec_peak_mem_gib": ours_mem, "plain_peak_mem_gib": plain_mem, **ours.extra,
         }  # fmt: skip
         rows.append(row)
         by_backend[backend] = row
         for loop, res in (("robustprec", ours), ("plain", plain)):
-            if res.profile is not None:
+            if res is not None and res.profile is not None:
                 profiles.append({"preset": preset, "backend": backend, "loop": loop, **res.profile})
     bf = by_backend.get("bf16")
     for b, r in by_backend.items():
         if bf is not None and b != "bf16":
             out["speedups"].append({"preset": preset, "backend": b,
                                     "robustprec": r["robustprec_tokens_per_s"] / bf["robustprec_tokens_per_s"],
-                                    "plain": r["plain_tokens_per_s"] / bf["plain_tokens_per_s"]})  # fmt: skip
+                                    "plain": r["plain_tokens_per_s"] / bf["plain_tokens_per_s"]
+                                    if r["plain_tokens_per_s"] and bf["plain_tokens_per_s"] else None})  # fmt: skip
     if not args.reference_gpt:
         return
     if geo.spec.flavour != "gpt2" or geo.spec.d_ff != 4 * geo.spec.d_model:
@@ -520,6 +524,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--data", default="", help="corpus path (default: embedded)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="extra config override")
     ap.add_argument("--json", default="", help="write the results here")
+    ap.add_argument(
+        "--plain", default="all", help="backends (';'-separated) that also run the plain loop, or 'all'"
+    )
     args = ap.parse_args(argv)
     if not 1 <= args.warmup < args.steps:
         ap.error(f"need 1 <= --warmup ({args.warmup}) < --steps ({args.steps}); step 0 includes set-up")
