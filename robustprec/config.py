@@ -206,6 +206,18 @@ class Config(_Strict):
     sweep: SweepConfig = Field(default_factory=SweepConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
 
+    @model_validator(mode="after")
+    def _fp16_needs_zero(self) -> Config:
+        # Measured on an H200 (DeepSpeed 0.19.8, torch AdamW client optimizer): at ZeRO-0 DeepSpeed's unfused fp16
+        # optimizer neither skipped nor counted overflowed steps (loss scale 2^40: no step skipped, loss flat); its
+        # ZeRO optimizer does both correctly.
+        if self.numerics.backend == "fp16" and self.train.zero_stage == 0:
+            raise ValueError(
+                "numerics.backend fp16 needs train.zero_stage 1, 2 or 3 (DeepSpeed's ZeRO optimizer does the loss "
+                "scaling; its stage-0 fp16 path does not skip overflowed steps)"
+            )
+        return self
+
     @property
     def effective_init_seed(self) -> int:
         return self.seed if self.init_seed is None else self.init_seed

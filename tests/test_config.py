@@ -83,3 +83,9 @@ def test_relative_data_paths_become_absolute(tmp_path, monkeypatch):
     untouched = load_config(None, ["data.path=s3://bucket/x.parquet", "data.tokenizer=byte"])
     assert untouched.data.path == "s3://bucket/x.parquet" and untouched.data.tokenizer == "byte"
     assert load_config(None, []).data.path == ""
+
+
+def test_fp16_needs_a_zero_stage_with_loss_scaling():
+    with pytest.raises(ConfigError, match=r"fp16 needs train\.zero_stage 1, 2 or 3"):
+        load_config(None, ["numerics.backend=fp16"])
+    assert load_config(None, ["numerics.backend=fp16", "train.zero_stage=1"]).train.zero_stage == 1

@@ -109,10 +109,12 @@ def setup_run(
     checksum = float(sum(p.detach().double().abs().sum() for p in model.parameters()))
     backend = make_backend(cfg.numerics, device)
     wrapped = backend.wrap(model, seed=cfg.effective_init_seed + SR_SEED_OFFSET)
+    if (
+        cfg.train.compile
+    ):  # the pure model, not the engine: DeepSpeed's forward hooks graph-break (CUDA-measured)
+        model.compile()
     engine = build_engine(wrapped, cfg, world, device, backend)
     backend.attach(engine)
-    if cfg.train.compile:
-        engine.compile()
     return Run(
         cfg=cfg,
         out=out,
