@@ -247,7 +247,7 @@ def test_analyze_frame_json_keys_and_verdicts():
     assert json.loads(text) == out
     assert set(out) == {"bf16", "sim:E8M3", "sim:E8M7"}
     for res in out.values():
-        assert set(res) == {"divergence", "lr_sensitivity", "eta_c", "eta_stable", "verdict"}
+        assert set(res) == {"divergence", "lr_sensitivity", "eta_c", "eta_stable", "verdict", "phases"}
         assert set(res["eta_c"]) == {"value", "ci", "censored"}
         assert [float(k) for k in res["divergence"]] == list(1e-3 * 2.0 ** np.arange(6))
         for cell in res["divergence"].values():
@@ -323,3 +323,30 @@ def test_wilcoxon_only_pairs_lrs_where_the_reference_trains():
     assert out["n_pairs"] == 12 == len(d)
     assert out["p"] == pytest.approx(stats.wilcoxon(d, alternative="greater", method="exact").pvalue)
     assert out["says_otherwise"]
+
+
+@pytest.mark.parametrize("ref_mid", [False, True])
+def test_divergence_phases_are_counted_and_a_warmup_only_boundary_is_called_out(ref_mid):
+    """METHODS §3: when every divergence of both formats is in warm-up the verdict says the boundary is not the
+    numerics'; one mid-training divergence of the reference removes the caveat."""
+    rows = sweep_rows()
+    for r in rows:
+        if r.get("status") == "diverged":
+            r["diverged_phase"] = "warmup"
+            r["instability_events"] = 0
+        elif r.get("status") == "converged":
+            r["instability_events"] = 1 if r["numerics.backend"] == "sim:E8M7" else 0
+    if ref_mid:
+        next(r for r in rows if r.get("status") == "diverged" and r["numerics.backend"] == "bf16")[
+            "diverged_phase"
+        ] = "mid"
+    out = analyze_frame(Frame.from_rows(rows), n_boot=100)
+    div = {f: sum(1 for r in rows if r.get("numerics.backend") == f and r.get("status") == "diverged")
+           for f in out}  # fmt: skip
+    conv = sum(1 for r in rows if r.get("numerics.backend") == "sim:E8M7" and r.get("status") == "converged")
+    for f, res in out.items():
+        assert res["phases"]["warmup"] + res["phases"]["mid"] == div[f] and res["phases"]["unknown"] == 0
+    assert out["sim:E8M7"]["phases"]["instability_events"] == conv
+    assert out["bf16"]["phases"]["mid"] == int(ref_mid)
+    caveat = "happened in warm-up" in out["sim:E8M7"]["verdict"]["words"]
+    assert caveat is (not ref_mid)

@@ -58,6 +58,7 @@ class ConditionResult:
     eta_stable: float | None
     verdict: Verdict
     losses: dict[tuple[float, Any], float] = field(default_factory=dict, repr=False)
+    phases: dict[str, int] = field(default_factory=dict)  # divergences by phase, and instability events
 
     def to_dict(self) -> dict[str, Any]:
         return _jsonable(
@@ -67,6 +68,7 @@ class ConditionResult:
                 "eta_c": self.eta_c.to_dict(),
                 "eta_stable": self.eta_stable,
                 "verdict": self.verdict.to_dict(),
+                "phases": self.phases,
             }
         )
 
@@ -157,6 +159,29 @@ def check_frame(frame: Frame, reference: str) -> None:
         seen[key] = ids[i]
 
 
+def outcome_phases(frame: Frame) -> dict[str, int]:
+    """Divergences by phase (METHODS §3: `warmup`, `mid`; `unknown` for records without a phase) and the
+    recovered spikes (instability events) of one condition's trials."""
+    n = len(frame)
+    phase = frame["diverged_phase"] if "diverged_phase" in frame else np.full(n, None, dtype=object)
+    events = frame["instability_events"] if "instability_events" in frame else np.zeros(n)
+    div = frame["diverged"]
+    out = {p: int(sum(1 for d, q in zip(div, phase, strict=True) if d and q == p)) for p in ("warmup", "mid")}
+    out["unknown"] = int(div.sum()) - out["warmup"] - out["mid"]
+    out["instability_events"] = int(np.nansum(np.asarray(events, dtype=np.float64)))
+    return out
+
+
+def warmup_caveat(fmt: str, reference: str, own: dict[str, int], ref: dict[str, int]) -> str | None:
+    """METHODS §3: a boundary every format shares because all diverge in warm-up says nothing about numerics."""
+    if own.get("mid", 0) or ref.get("mid", 0) or not (own.get("warmup", 0) and ref.get("warmup", 0)):
+        return None
+    return (
+        f" Caveat: every divergence of {fmt} and {reference} happened in warm-up (the LR is too large for the "
+        "optimizer whatever the numerics), so their shared boundary says nothing about the formats."
+    )
+
+
 def condition_labels(frame: Frame) -> dict[tuple[Any, ...], str]:
     """The label of each condition tuple (`Frame.condition_keys` order) of the outcome trials, as `analyze` keys
     its results: the format, `@model` if several, `[axis=value,...]` for extra axes that vary."""
@@ -218,6 +243,7 @@ def analyze(
             "divergence": divergence_by_lr(lr, div, level),
             "eta_c": fit_eta_c(lr, div, sd, l2=l2, n_boot=n_boot, level=level, rng=rng),
             "eta_stable": eta_stable(lr, div),
+            "phases": outcome_phases(sub),
             "losses": {(float(a), b.item()): float(x) for a, b, x in zip(lr, sd, loss, strict=True)},
             "rng": rng,
         }
@@ -268,6 +294,7 @@ def analyze(
                 ),
             }
             verdict = judge(str(c[0]), reference, evidence, alpha)
+            verdict.words += warmup_caveat(str(c[0]), reference, b["phases"], ref["phases"]) or ""
         results[labels[c]] = ConditionResult(
             labels[c],
             str(c[0]),
@@ -279,6 +306,7 @@ def analyze(
             b["eta_stable"],
             verdict,
             b["losses"],
+            b["phases"],
         )
     return Analysis(results, reference, settings)
 

@@ -61,6 +61,8 @@ _NOT_AXES = frozenset(
         "status",
         "reason",
         "diverged_at",
+        "diverged_phase",
+        "instability_events",
         "final_eval_loss",
         "steps_completed",
         "restarts",

@@ -85,6 +85,8 @@ def load_sweep(
             **axes,
             "status": summary.get("status"),
             "reason": summary.get("reason"),
+            "diverged_phase": summary.get("diverged_phase"),
+            "instability_events": summary.get("instability_events"),
         }
         row.update({k: summary.get(k) for k in SUMMARY_KEYS})
         row.setdefault("optim.lr", summary.get("lr"))

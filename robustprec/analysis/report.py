@@ -128,13 +128,16 @@ def render_markdown(data: dict[str, Any], images: list[tuple[str, Path]]) -> str
     for label, r in data["formats"].items():
         lines.append(f"- **{label}**: {r['verdict']['words']}")
     lines += ["", "## Stability per format", ""]
-    lines.append("| format | verdict | η_c (95% CI) | η_stable | S | S vs reference |")
-    lines.append("|---|---|---|---|---|---|")
+    lines.append(
+        "| format | verdict | η_c (95% CI) | η_stable | S | S vs reference | diverged: warm-up / mid | instability events |"
+    )
+    lines.append("|---|---|---|---|---|---|---|---|")
     for label, r in data["formats"].items():
-        s = r["lr_sensitivity"]
+        s, ph = r["lr_sensitivity"], r.get("phases") or {}
         lines.append(
             f"| {label} | {r['verdict']['category']} | {_eta_text(r['eta_c'])} | {_num(r['eta_stable'])} | "
-            f"{_num(s.get('S'), '.4f')} | {_num(s.get('S_vs_ref'), '.4f')} |"
+            f"{_num(s.get('S'), '.4f')} | {_num(s.get('S_vs_ref'), '.4f')} | {ph.get('warmup', 0)} / "
+            f"{ph.get('mid', 0)} | {ph.get('instability_events', 0)} |"
         )
     lrs = sorted({float(lr) for r in data["formats"].values() for lr in r["divergence"]})
     lines += ["", "## Divergences per learning rate (diverged/seeds)", ""]

@@ -84,7 +84,8 @@ def result_rows(plan: SweepPlan) -> list[dict[str, Any]]:
     for spec in plan.trials:
         status, data = trial_status(spec)
         row: dict[str, Any] = {"trial_id": spec.trial_id, **spec.axes, "status": status}
-        for k in ("reason", "diverged_at", "final_eval_loss", "steps_completed", "restarts", "wall_time_s"):
+        for k in ("reason", "diverged_at", "diverged_phase", "instability_events", "final_eval_loss",
+                  "steps_completed", "restarts", "wall_time_s"):  # fmt: skip
             row[k] = data.get(k)
         if status == "error":
             row["reason"] = data.get("error")
