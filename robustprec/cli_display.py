@@ -324,6 +324,10 @@ def print_sweep_footer(outcome: Any, console: Console | None = None) -> None:
     if parent:
         uri = outcome.tracking["tracking_uri"]
         console.print(f"mlflow ui --backend-store-uri {uri}    (parent run {parent})")
+        if outcome.tracking.get("experiment_id"):
+            from robustprec.tracking.mlflow_mirror import ui_link
+
+            console.print(f"then open: {ui_link(outcome.tracking['experiment_id'], parent)}")
         console.print(f"next: robustprec analyze --run-id {parent} --tracking-uri {uri}")
     elif outcome.tracking.get("error"):
         console.print(f"MLflow was unreachable: robustprec sync --sweep {root}")

@@ -101,7 +101,7 @@ def test_sim_composes_with_zero_stages(tmp_path, stage):
 
 
 def test_backend_errors_are_clear():
-    cfg = load_config(None, ["numerics.backend=fp16"])
+    cfg = load_config(None, ["numerics.backend=fp16", "train.zero_stage=1"])
     with pytest.raises(ConfigError, match="needs a CUDA device"):
         make_backend(cfg.numerics, torch.device("cpu"))
     with pytest.raises(ConfigError, match=r"E1M2|exponent"):

@@ -116,6 +116,17 @@ def test_forced_divergence_grid_marks_diverged_trials(tmp_path):
     # end to end: the sweep was mirrored to MLflow as it ran; analyze it from there
     parent = outcome.tracking["parent_run_id"]
     assert parent and outcome.tracking["error"] is None
+    # the UI link names the experiment holding the parent and opens MLflow 3's model-training view
+    from robustprec.tracking.mlflow_mirror import ui_link
+
+    link = ui_link(outcome.tracking["experiment_id"], parent)
+    assert link.endswith(f"/runs/{parent}?workflowType=machine_learning")
+    from mlflow import MlflowClient
+
+    assert (
+        MlflowClient(os.environ["MLFLOW_TRACKING_URI"]).get_run(parent).info.experiment_id
+        == outcome.tracking["experiment_id"]
+    )
     out = tmp_path / "report"
     res = subprocess.run(
         [

@@ -272,6 +272,8 @@ class Tracker:
         info: dict[str, Any] = {"tracking_uri": self.uri, "error": self.error}
         if self.mirror is not None:
             info["parent_run_id"] = self.mirror.parent_run_id
+            with contextlib.suppress(Exception):  # a link is a courtesy: never fail the sweep over it
+                info["experiment_id"] = self.mirror.experiment_id
             if len(self._logged) == len(self.plan.trials):
                 try:
                     self.mirror.finish({k: v for k, v in counts.items() if v})

@@ -29,9 +29,18 @@ BATCH = 1000  # MLflow's log_batch limit for metrics
 PARAM_BATCH = 100
 SYNCED_TAG, TRIAL_TAG, SWEEP_TAG = "robustprec.synced", "robustprec.trial_id", "robustprec.sweep"
 PARENT_DONE_TAG = "robustprec.parent_logged"  # the parent's params and description are complete
-# MLflow 3's UI opens an experiment in its GenAI view unless this tag says it is model training (value from the
-# UI's own experiment-kind selector, "Machine learning")
+# MLflow 3's experiment-kind tag (value from the UI's own selector, "Machine learning"). The 3.17 UI ignores it while
+# its GenAI / Model-training toggle is shown (seen in a browser): links carry UI_QUERY, which selects the view.
 EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
+UI_QUERY = "?workflowType=machine_learning"
+
+
+def ui_link(experiment_id: str, run_id: str | None = None, base: str = "http://127.0.0.1:5000") -> str:
+    """The MLflow UI address of an experiment (or one of its runs) in the model-training view."""
+    path = f"#/experiments/{experiment_id}" + (f"/runs/{run_id}" if run_id else "")
+    return f"{base}/{path}{UI_QUERY}"
+
+
 SUMMARY_KEYS = (
     "final_eval_loss",
     "initial_loss",
@@ -112,6 +121,10 @@ class MlflowMirror:
     def _state(self) -> dict[str, Any]:
         path = self.sweep_dir / MIRROR_FILE
         return json.loads(path.read_text()) if path.exists() else {}
+
+    @property
+    def experiment_id(self) -> str:
+        return self._experiment_id()
 
     def _experiment_id(self) -> str:
         """The experiment's id (created if needed), marked as a model-training experiment for MLflow 3's UI."""
