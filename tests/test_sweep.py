@@ -149,8 +149,10 @@ def test_forced_divergence_grid_marks_diverged_trials(tmp_path):
     formats = json.loads(res.stdout)
     assert set(formats) == {"fp32", "bf16"}
     for r in formats.values():
-        assert set(r) == {"divergence", "lr_sensitivity", "eta_c", "eta_stable", "verdict"}
+        assert set(r) == {"divergence", "lr_sensitivity", "eta_c", "eta_stable", "verdict", "phases"}
         assert {float(lr): d["diverged"] for lr, d in r["divergence"].items()} == {3e-3: 0, 30.0: 1, 300.0: 1}
+        # each divergence's phase came through the records and MLflow: LR 30 and 300 blow up in warm-up
+        assert r["phases"]["warmup"] == 2 and r["phases"]["mid"] == r["phases"]["unknown"] == 0
         assert set(r["eta_c"]) >= {"value", "ci", "censored"}
         assert r["eta_stable"] == 3e-3
     for name in ("analysis.json", "report.md", "report.html", "divergence.png", "loss_vs_lr.png"):
