@@ -59,7 +59,8 @@ def test_sums_reduce_like_the_whole():
     z = torch.randn(10, 3, 6, generator=g)
     y = torch.randint(0, 6, (10, 3), generator=g)
     a, b = sharpness_sums(z[:4], y[:4], 1e-3), sharpness_sums(z[4:], y[4:], 1e-3)
-    merged = sharpness_from_sums(a[0] + b[0], a[1] + b[1], a[2] + b[2])
+    base, worst, count = (a + b).tolist()
+    merged = sharpness_from_sums(base, worst, int(count))
     assert merged == pytest.approx(logit_sharpness(z, y, 1e-3), rel=1e-9)
 
 

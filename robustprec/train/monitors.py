@@ -14,7 +14,7 @@ from torch import Tensor, nn
 from robustprec.model.transformer import CausalAttention
 from robustprec.train.callbacks import Callback, Row
 from robustprec.train.divergence import DivergenceMonitor, divergence_phase
-from robustprec.train.sharpness import worst_case_perturbation
+from robustprec.train.sharpness import sharpness_from_sums, sharpness_sums
 
 if TYPE_CHECKING:
     from robustprec.train.run import Run
@@ -108,21 +108,15 @@ class Sharpness(Callback):
 
     def on_eval_batch(self, run: Run, logits: Tensor, targets: Tensor, rows: Tensor, valid: Tensor) -> None:
         keep = valid & (rows < self.cfg.sequences)
-        z, y = logits[keep].double(), targets[keep]
+        z, y = logits[keep], targets[keep]
         if not self.cfg.all_positions:
             z, y = z[:, -1:], y[:, -1:]
-        z, y = z.reshape(-1, z.shape[-1]), y.reshape(-1)
-        base = torch.nn.functional.cross_entropy(z, y, reduction="sum")
-        worst = torch.nn.functional.cross_entropy(
-            z + worst_case_perturbation(z, y, self.cfg.eps), y, reduction="sum"
-        )
-        self.sums += torch.stack((base, worst, base.new_tensor(float(y.numel()))))
+        self.sums += sharpness_sums(z, y, self.cfg.eps)
 
     def on_eval(self, run: Run, row: Row) -> None:
         base, worst, count = run.all_reduce(self.sums)
         if count:
-            f, f_worst = base / count, worst / count
-            row["sharpness"] = 100.0 * (f_worst - f) / (1.0 + f)
+            row["sharpness"] = sharpness_from_sums(base, worst, int(count))
 
 
 class ActivationTelemetry(Callback):

@@ -20,13 +20,14 @@ def worst_case_perturbation(logits: Tensor, targets: Tensor, eps: float) -> Tens
     return sign * radius
 
 
-def sharpness_sums(logits: Tensor, targets: Tensor, eps: float) -> tuple[float, float, int]:
-    """(sum of CE, sum of worst-case CE, count) in float64, for reduction across workers."""
+def sharpness_sums(logits: Tensor, targets: Tensor, eps: float) -> Tensor:
+    """[sum of CE, sum of worst-case CE, count] as a float64 tensor on the logits' device (no host sync), for
+    accumulation over batches and reduction across workers."""
     z = logits.detach().double().reshape(-1, logits.shape[-1])
     y = targets.detach().reshape(-1).long()
     base = F.cross_entropy(z, y, reduction="sum")
     worst = F.cross_entropy(z + worst_case_perturbation(z, y, eps), y, reduction="sum")
-    return float(base), float(worst), int(y.numel())
+    return torch.stack((base, worst, base.new_tensor(float(y.numel()))))
 
 
 def sharpness_from_sums(base_sum: float, worst_sum: float, count: int) -> float:
@@ -39,4 +40,5 @@ def logit_sharpness(logits: Tensor, targets: Tensor, eps: float) -> float:
     """Logit eps-sharpness of logits `[..., V]` with integer targets `[...]` (METHODS §4)."""
     if logits.shape[:-1] != targets.shape:
         raise ValueError(f"logits {tuple(logits.shape)} and targets {tuple(targets.shape)} do not match")
-    return sharpness_from_sums(*sharpness_sums(logits, targets, eps))
+    base, worst, count = sharpness_sums(logits, targets, eps).tolist()
+    return sharpness_from_sums(base, worst, int(count))
