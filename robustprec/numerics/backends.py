@@ -98,6 +98,10 @@ class Backend:
         """Telemetry accumulated since the last call (e.g. overflow/underflow fractions)."""
         return {}
 
+    def loss_scale(self) -> float | None:
+        """The factor gradients are multiplied by (fp16 dynamic loss scaling); None without one."""
+        return None
+
     def describe(self) -> dict[str, Any]:
         return {"backend": self.name}
 
@@ -195,9 +199,15 @@ class FP16Backend(Backend):
     def attach(self, engine: Any) -> None:
         self.engine = engine
 
+    def loss_scale(self) -> float | None:
+        # ZeRO optimizers expose `cur_scale`, DeepSpeed's stage-0 fp16 optimizers `loss_scale`
+        opt = getattr(self.engine, "optimizer", None)
+        scale = getattr(opt, "cur_scale", None) or getattr(opt, "loss_scale", None)
+        return float(scale) if scale is not None else None
+
     def pop_telemetry(self) -> dict[str, float]:
-        scale = getattr(getattr(self.engine, "optimizer", None), "cur_scale", None)
-        return {"loss_scale": float(scale)} if scale is not None else {}
+        scale = self.loss_scale()
+        return {"loss_scale": scale} if scale is not None else {}
 
 
 class FP8Backend(Backend):

@@ -209,7 +209,7 @@ class EarlyWarning(Callback):
             return
         grads = [g for g in (_full_grad(p) for p in self.params) if g is not None]
         if grads:
-            scale = loss_scale(run.engine) or 1.0
+            scale = run.backend.loss_scale() or 1.0
             sq = torch.stack(torch._foreach_norm(grads)).double().pow(2) / scale**2
             sizes = torch.tensor([g.numel() for g in grads], dtype=torch.float64, device=sq.device)
             total, smallest = torch.stack((sq.sum() / sizes.sum(), (sq / sizes).min())).sqrt().tolist()
@@ -228,12 +228,3 @@ class EarlyWarning(Callback):
         total, largest = torch.stack((total, ratio.max())).tolist()
         row.update(self.grad, update_ratio=total, update_ratio_max=largest)
         self.before, self.grad = None, {}
-
-
-def loss_scale(engine: Any) -> float | None:
-    """The fp16 dynamic loss scale of a DeepSpeed engine (None without loss scaling)."""
-    if not engine.fp16_enabled():
-        return None
-    opt = engine.optimizer
-    scale = getattr(opt, "cur_scale", None) or getattr(opt, "loss_scale", None)
-    return float(scale) if scale is not None else None
