@@ -159,12 +159,8 @@ class Transformer(nn.Module):
         logits = self.lm_head(self.norm_f(x)).float()
         out: dict[str, Any] = {}
         if targets is not None:
-            # Cross-entropy as log-partition minus the target logit: one logsumexp serves the loss and the z-loss,
-            # and torch.compile fuses it (F.cross_entropy ran as eager softmax kernels on the H100: ~16% of a
-            # gpt2-124m step).
-            flat = logits.view(-1, logits.size(-1))
-            lse = torch.logsumexp(flat, dim=-1)
-            ce = (lse - flat.gather(1, targets.reshape(-1, 1)).squeeze(1)).mean()
+            lse, token_ce = token_cross_entropy(logits, targets)
+            ce = token_ce.mean()
             loss = ce
             if self.spec.z_loss > 0:
                 loss = loss + self.spec.z_loss * lse.pow(2).mean()
@@ -172,6 +168,15 @@ class Transformer(nn.Module):
         if return_logits:
             out["logits"] = logits
         return out
+
+
+def token_cross_entropy(logits: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
+    """(log-partition, cross-entropy) per position, flattened. Cross-entropy as log-partition minus the target
+    logit: one logsumexp serves the loss and the z-loss, and torch.compile fuses it (F.cross_entropy ran as eager
+    softmax kernels on the H100: ~16% of a gpt2-124m step)."""
+    flat = logits.reshape(-1, logits.size(-1))
+    lse = torch.logsumexp(flat, dim=-1)
+    return lse, lse - flat.gather(1, targets.reshape(-1, 1)).squeeze(1)
 
 
 def build_model(spec: ModelSpec, seed: int | None = None) -> Transformer:

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from robustprec.model.transformer import token_cross_entropy
 from robustprec.train.callbacks import Callbacks, Row
 
 if TYPE_CHECKING:
@@ -47,13 +48,6 @@ def to_batch(rows: np.ndarray, device: torch.device) -> tuple[Tensor, Tensor]:
     return t[:, :-1], t[:, 1:]
 
 
-def token_losses(logits: Tensor, targets: Tensor) -> Tensor:
-    """Cross-entropy per position, float32, shape of `targets`."""
-    flat = logits.float().reshape(-1, logits.size(-1))
-    ce = torch.logsumexp(flat, dim=-1) - flat.gather(1, targets.reshape(-1, 1)).squeeze(1)
-    return ce.view(targets.shape)
-
-
 def evaluate(run: Run, callbacks: Callbacks) -> Row:
     """Mean eval cross-entropy over the real rows of every rank; callbacks see each batch and add metrics."""
     shard, mb, device = run.eval_shard, run.cfg.train.micro_batch_size, run.device
@@ -66,7 +60,7 @@ def evaluate(run: Run, callbacks: Callbacks) -> Row:
             x, y = to_batch(shard.rows[i : i + mb], device)
             logits = run.engine(x, return_logits=True)["logits"]
             valid = torch.from_numpy(shard.valid[i : i + mb]).to(device)
-            ce_sum += (token_losses(logits, y).double().sum(1) * valid).sum()
+            ce_sum += (token_cross_entropy(logits, y)[1].view(y.shape).double().sum(1) * valid).sum()
             positions += int(shard.valid[i : i + mb].sum()) * y.shape[1]
             index = torch.from_numpy(shard.index[i : i + mb]).to(device)
             callbacks.call("on_eval_batch", run, logits, y, index, valid)
