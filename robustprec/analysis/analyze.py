@@ -189,6 +189,52 @@ def condition_labels(frame: Frame) -> dict[tuple[Any, ...], str]:
     return _labels(fr, fr.conditions())
 
 
+def _condition_base(sub: Frame, model_l0: float, label: str, st: Mapping[str, Any]) -> dict[str, Any]:
+    """What one condition's trials give on their own: divergence rates, η_c, η_stable, phases, losses per trial."""
+    lr, div, fin, sd = sub["lr"], sub["diverged"], sub["final_eval_loss"], sub["seed"]
+    rng = np.random.default_rng([st["seed"], zlib.crc32(label.encode())])
+    loss = trial_losses(fin, div, model_l0)
+    return {
+        "lr": lr,
+        "div": div,
+        "fin": fin,
+        "l0": model_l0,
+        "divergence": divergence_by_lr(lr, div, st["level"]),
+        "eta_c": fit_eta_c(lr, div, sd, l2=st["l2"], n_boot=st["n_boot"], level=st["level"], rng=rng),
+        "eta_stable": eta_stable(lr, div),
+        "phases": outcome_phases(sub),
+        "losses": {(float(a), b.item()): float(x) for a, b, x in zip(lr, sd, loss, strict=True)},
+        "rng": rng,
+    }
+
+
+def _verdict(
+    fmt: str, reference: str, b: dict[str, Any], ref: dict[str, Any] | None, st: Mapping[str, Any]
+) -> Verdict:
+    """A condition's verdict against the reference condition of the same model and axes (`ref`, if any)."""
+    alpha = st["alpha"]
+    if fmt == reference:
+        return Verdict(fmt, reference, "reference", f"{fmt} is the reference", {}, alpha)
+    if ref is None:
+        words = f"{fmt} vs {reference}: inconclusive, no {reference} trials with the same model and axes"
+        return Verdict(fmt, reference, "inconclusive", words, {}, alpha)
+    test = {"alpha": alpha, "alternative": st["alternative"]}
+    evidence = {
+        "fisher": fisher_by_lr(b["divergence"], ref["divergence"], correction=st["correction"], **test),
+        "wilcoxon": paired_wilcoxon(
+            b["losses"], ref["losses"], lrs=reference_stable_lrs(ref["divergence"]), **test
+        ),
+        "eta_c_ratio": eta_c_ratio(b["eta_c"], ref["eta_c"], level=st["level"]),
+        "delta_S": delta_s(
+            b["losses"], ref["losses"], b["l0"], level=st["level"], n_boot=st["n_boot"],
+            tol=st["delta_s_tol"], rng=b["rng"],
+        ),
+    }  # fmt: skip
+    verdict = judge(fmt, reference, evidence, alpha)
+    verdict.words += warmup_caveat(fmt, reference, b["phases"], ref["phases"]) or ""
+    return verdict
+
+
 def analyze(
     frame: Frame,
     reference: str = "bf16",
@@ -228,25 +274,12 @@ def analyze(
         "delta_s_tol": delta_s_tol,
     }
 
-    base: dict[tuple[Any, ...], dict[str, Any]] = {}
-    for c in conds:
-        sub = fr.filter(fr.condition_mask(c))
-        model_l0 = l0_map.get(str(c[1]), math.nan)
-        lr, div, fin, sd = sub["lr"], sub["diverged"], sub["final_eval_loss"], sub["seed"]
-        rng = np.random.default_rng([seed, zlib.crc32(labels[c].encode())])
-        loss = trial_losses(fin, div, model_l0)
-        base[c] = {
-            "lr": lr,
-            "div": div,
-            "fin": fin,
-            "l0": model_l0,
-            "divergence": divergence_by_lr(lr, div, level),
-            "eta_c": fit_eta_c(lr, div, sd, l2=l2, n_boot=n_boot, level=level, rng=rng),
-            "eta_stable": eta_stable(lr, div),
-            "phases": outcome_phases(sub),
-            "losses": {(float(a), b.item()): float(x) for a, b, x in zip(lr, sd, loss, strict=True)},
-            "rng": rng,
-        }
+    base = {
+        c: _condition_base(
+            fr.filter(fr.condition_mask(c)), l0_map.get(str(c[1]), math.nan), labels[c], settings
+        )
+        for c in conds
+    }
     own = {c: lr_sensitivity(b["lr"], b["fin"], b["div"], b["l0"]) for c, b in base.items()}
 
     results: dict[str, ConditionResult] = {}
@@ -255,46 +288,7 @@ def analyze(
         ref = base.get(ref_c)
         l_star_ref = own[ref_c].l_star if ref_c in own else None
         sens = lr_sensitivity(b["lr"], b["fin"], b["div"], b["l0"], l_star_ref)
-        if c[0] == reference:
-            verdict = Verdict(str(c[0]), reference, "reference", f"{c[0]} is the reference", {}, alpha)
-        elif ref is None:
-            verdict = Verdict(
-                str(c[0]),
-                reference,
-                "inconclusive",
-                f"{c[0]} vs {reference}: inconclusive, no {reference} trials with the same model and axes",
-                {},
-                alpha,
-            )
-        else:
-            evidence = {
-                "fisher": fisher_by_lr(
-                    b["divergence"],
-                    ref["divergence"],
-                    alpha=alpha,
-                    alternative=alternative,
-                    correction=correction,
-                ),
-                "wilcoxon": paired_wilcoxon(
-                    b["losses"],
-                    ref["losses"],
-                    alpha=alpha,
-                    alternative=alternative,
-                    lrs=reference_stable_lrs(ref["divergence"]),
-                ),
-                "eta_c_ratio": eta_c_ratio(b["eta_c"], ref["eta_c"], level=level),
-                "delta_S": delta_s(
-                    b["losses"],
-                    ref["losses"],
-                    b["l0"],
-                    level=level,
-                    n_boot=n_boot,
-                    tol=delta_s_tol,
-                    rng=b["rng"],
-                ),
-            }
-            verdict = judge(str(c[0]), reference, evidence, alpha)
-            verdict.words += warmup_caveat(str(c[0]), reference, b["phases"], ref["phases"]) or ""
+        verdict = _verdict(str(c[0]), reference, b, ref, settings)
         results[labels[c]] = ConditionResult(
             labels[c],
             str(c[0]),
