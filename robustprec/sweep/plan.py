@@ -500,6 +500,66 @@ def _blame(base: dict[str, Any], axes: list[tuple[str, list[Any]]], combo: tuple
     return None
 
 
+def _claim_id(seen: dict[str, str], tid: str) -> str:
+    """Register a trial id; ids differing only in case would collide on case-insensitive file systems."""
+    if tid.lower() in seen:
+        raise ConfigError(
+            f"sweep: two trials get the id {tid!r} (also {seen[tid.lower()]!r}); make the axis values differ more"
+        )
+    seen[tid.lower()] = tid
+    return tid
+
+
+def _cached_estimate(
+    cache: dict[str, TrialEstimate], cfg: Config, tid: str, vocab: int, mfu: float, peak_flops: float
+) -> TrialEstimate:
+    """The FLOP/GPU-hour estimate of a trial, computed once per distinct model, train settings and vocabulary."""
+    key = f"{cfg.model.model_dump_json()}|{cfg.train.model_dump_json()}|{vocab}"
+    if key not in cache:
+        try:
+            cache[key] = _estimate(cfg, vocab, mfu, peak_flops)
+        except ConfigError as e:
+            raise ConfigError(f"sweep: trial {tid!r}: {e}") from None
+    return cache[key]
+
+
+Point = tuple[tuple[int, ...], Config, dict[str, Any]]  # (index per axis, validated config, its dict)
+
+
+def _grid_points(
+    base: dict[str, Any], axes: list[tuple[str, list[Any]]], rules: list[dict[int, set[int]]]
+) -> tuple[list[Point], list[list[Any]]]:
+    """Validate every grid point not excluded; also the normalised values of each axis (" bf16" -> "bf16",
+    1 -> 1.0). Raises ConfigError for an invalid point, an empty grid or an axis value excluded everywhere."""
+    points: list[Point] = []
+    normal: list[dict[int, Any]] = [{} for _ in axes]
+    for idx in itertools.product(*(range(len(values)) for _, values in axes)):
+        if any(all(idx[a] in hits for a, hits in rule.items()) for rule in rules):
+            continue
+        combo = tuple(values[i] for (_, values), i in zip(axes, idx, strict=True))
+        data = base
+        for (key, _), value in zip(axes, combo, strict=True):
+            data = _with(data, key, value)
+        try:
+            trial_cfg = validate_config(data)
+        except ConfigError as e:
+            where = ", ".join(f"{k}={v!r}" for (k, _), v in zip(axes, combo, strict=True))
+            raise ConfigError(_blame(base, axes, combo) or f"sweep: invalid trial ({where}): {e}") from None
+        dumped = trial_cfg.to_dict()
+        for a, ((key, _), i) in enumerate(zip(axes, idx, strict=True)):
+            normal[a].setdefault(i, _get(dumped, key))
+        points.append((idx, trial_cfg, dumped))
+    if not points:
+        raise ConfigError("sweep.exclude leaves no trial to run")
+    for a, (key, vals) in enumerate(axes):
+        gone = [v for i, v in enumerate(vals) if i not in normal[a]]
+        if gone:
+            raise ConfigError(
+                f"sweep.exclude removes every trial with {key}={gone[0]!r}; drop that value from its axis instead"
+            )
+    return points, [[normal[a][i] for i in range(len(vals))] for a, (_, vals) in enumerate(axes)]
+
+
 def plan_sweep(
     cfg: Config,
     *,
@@ -526,35 +586,7 @@ def plan_sweep(
     axes, shown = _raw_axes(cfg)
     rules, notes = _exclusions(cfg.sweep.exclude, axes)
 
-    # Validate every grid point; collect the normalised value of each axis (e.g. " bf16" -> "bf16", 1 -> 1.0).
-    points: list[tuple[tuple[int, ...], Config, dict[str, Any]]] = []
-    normal: list[dict[int, Any]] = [{} for _ in axes]
-    for idx in itertools.product(*(range(len(values)) for _, values in axes)):
-        if any(all(idx[a] in hits for a, hits in rule.items()) for rule in rules):
-            continue
-        combo = tuple(values[i] for (_, values), i in zip(axes, idx, strict=True))
-        data = base
-        for (key, _), value in zip(axes, combo, strict=True):
-            data = _with(data, key, value)
-        try:
-            trial_cfg = validate_config(data)
-        except ConfigError as e:
-            where = ", ".join(f"{k}={v!r}" for (k, _), v in zip(axes, combo, strict=True))
-            raise ConfigError(_blame(base, axes, combo) or f"sweep: invalid trial ({where}): {e}") from None
-        dumped = trial_cfg.to_dict()
-        for a, ((key, _), i) in enumerate(zip(axes, idx, strict=True)):
-            normal[a].setdefault(i, _get(dumped, key))
-        points.append((idx, trial_cfg, dumped))
-
-    if not points:
-        raise ConfigError("sweep.exclude leaves no trial to run")
-    for a, (key, vals) in enumerate(axes):
-        gone = [v for i, v in enumerate(vals) if i not in normal[a]]
-        if gone:
-            raise ConfigError(
-                f"sweep.exclude removes every trial with {key}={gone[0]!r}; drop that value from its axis instead"
-            )
-    values_n = [[normal[a][i] for i in range(len(vals))] for a, (_, vals) in enumerate(axes)]
+    points, values_n = _grid_points(base, axes, rules)
     for (key, _), vals in zip(axes, values_n, strict=True):
         _check_unique(_NAMED.get(key, f"sweep.axes[{key!r}]"), vals)
     short = _short_keys([k for k, _ in axes if k not in _NAMED])
@@ -574,23 +606,12 @@ def plan_sweep(
     assumed: set[str] = set()
     cache: dict[str, TrialEstimate] = {}
     for idx, trial_cfg, dumped in points:
-        tid = _make_id([labels[k][idx[pos[k]]] for k in id_keys])
-        if tid.lower() in seen:
-            raise ConfigError(
-                f"sweep: two trials get the id {tid!r} (also {seen[tid.lower()]!r}); make the axis values differ more"
-            )
-        seen[tid.lower()] = tid
+        tid = _claim_id(seen, _make_id([labels[k][idx[pos[k]]] for k in id_keys]))
         dumped["name"] = tid
         vocab, guessed = _tokenizer_vocab(trial_cfg)
         if guessed:
             assumed.add(trial_cfg.model.preset)
-        key = f"{trial_cfg.model.model_dump_json()}|{trial_cfg.train.model_dump_json()}|{vocab}"
-        if key not in cache:
-            try:
-                cache[key] = _estimate(trial_cfg, vocab, mfu, peak_flops)
-            except ConfigError as e:
-                raise ConfigError(f"sweep: trial {tid!r}: {e}") from None
-        estimates[tid] = cache[key]
+        estimates[tid] = _cached_estimate(cache, trial_cfg, tid, vocab, mfu, peak_flops)
         trials.append(
             TrialSpec(
                 trial_id=tid,
