@@ -138,9 +138,8 @@ def _clip_in_loop(run: Run) -> float | None:
     """Where DeepSpeed does not clip (ZeRO-0 without loss scaling), clip here; returns the pre-clip norm."""
     if engine_clips(run.cfg, run.backend):
         return None
-    params = [p for p in run.engine.module.parameters() if p.requires_grad]
     clip = run.cfg.optim.grad_clip if run.cfg.optim.grad_clip > 0 else math.inf
-    return float(torch.nn.utils.clip_grad_norm_(params, clip))
+    return float(torch.nn.utils.clip_grad_norm_(run.params, clip))
 
 
 def summarize(run: Run, hooks: Callbacks) -> dict[str, Any]:

@@ -200,26 +200,25 @@ class EarlyWarning(Callback):
 
     def __init__(self, run: Run) -> None:
         self.eps = run.cfg.optim.eps
-        self.params = [p for p in run.engine.module.parameters() if p.requires_grad]
         self.before: list[Tensor] | None = None
         self.grad: dict[str, float] = {}
 
     def on_before_optimizer_step(self, run: Run) -> None:
         if not telemetry_due(run, run.step):
             return
-        grads = [g for g in (_full_grad(p) for p in self.params) if g is not None]
+        grads = [g for g in (_full_grad(p) for p in run.params) if g is not None]
         if grads:
             scale = run.backend.loss_scale() or 1.0
             sq = torch.stack(torch._foreach_norm(grads)).double().pow(2) / scale**2
             sizes = torch.tensor([g.numel() for g in grads], dtype=torch.float64, device=sq.device)
             total, smallest = torch.stack((sq.sum() / sizes.sum(), (sq / sizes).min())).sqrt().tolist()
             self.grad = {"grad_rms_over_eps": total / self.eps, "grad_rms_over_eps_min": smallest / self.eps}
-        self.before = [_full_param(p).clone() for p in self.params]
+        self.before = [_full_param(p).clone() for p in run.params]
 
     def on_step(self, run: Run, row: Row) -> None:
         if self.before is None:
             return
-        after = [_full_param(p) for p in self.params]
+        after = [_full_param(p) for p in run.params]
         delta = torch.stack(torch._foreach_norm(torch._foreach_sub(after, self.before))).double()
         norm = torch.stack(torch._foreach_norm(self.before)).double()
         matrix = torch.tensor([b.dim() >= 2 for b in self.before], device=norm.device)

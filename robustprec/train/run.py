@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +53,11 @@ class Run:
     diverged: str | None = None  # the divergence reason, once a monitor saw it
     stop: bool = False
     saved_checkpoint: Path | None = None  # the tag directory written at the current step, if any
+
+    @cached_property
+    def params(self) -> list[torch.nn.Parameter]:
+        """The engine's trainable parameters (clipping, early-warning monitors)."""
+        return [p for p in self.engine.module.parameters() if p.requires_grad]
 
     @property
     def is_main(self) -> bool:
