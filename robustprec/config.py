@@ -78,6 +78,23 @@ class NumericsConfig(_Strict):
         default="fp32",
         description="sim backends: GEMM outputs kept float32, or rounded to bf16 as bf16 training does",
     )
+    base: Literal["auto", "fp32", "bf16"] = Field(
+        default="auto",
+        description=(
+            "sim backends: precision of everything the simulation does not quantize (excluded linears such as "
+            "lm_head, attention, norms): fp32, or bf16 autocast as real low-precision training runs it; "
+            "auto: fp32 for ExMy formats (METHODS §2)"
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _base_only_for_sim(self) -> NumericsConfig:
+        if self.base != "auto" and not self.backend.startswith("sim:"):
+            raise ValueError(
+                f"numerics.base={self.base!r} applies to sim:<format> backends only (backend is {self.backend!r}); "
+                "leave it at 'auto'"
+            )
+        return self
 
     @field_validator("backend")
     @classmethod

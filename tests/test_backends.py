@@ -136,3 +136,42 @@ def test_backend_precision_holds_inside_the_deepspeed_engine(backend, dtype):
     assert seen == [dtype]
     assert out["loss"].dtype == torch.float32
     assert all(p.dtype == torch.float32 for p in engine.module.parameters())  # master weights stay fp32
+
+
+@pytest.mark.parametrize(
+    ("base", "dtype"), [("auto", torch.float32), ("fp32", torch.float32), ("bf16", torch.bfloat16)]
+)
+def test_sim_base_sets_the_precision_of_what_is_not_simulated(base, dtype):
+    # numerics.base: the excluded lm_head and the attention kernel run in fp32 or under bf16 autocast; the
+    # simulated GEMMs keep their own precision (float32 output) either way.
+    from robustprec.model.presets import resolve_spec
+    from robustprec.model.transformer import build_model
+    from robustprec.train.engine import build_engine, init_distributed
+
+    cfg = load_config(None, tiny_overrides(**{"numerics.backend": "sim:E4M3", "numerics.base": base}))
+    device = torch.device("cpu")
+    init_distributed(device)
+    model = build_model(resolve_spec(cfg.model, 256, 32), seed=0)
+    numerics = make_backend(cfg.numerics, device)
+    engine = build_engine(numerics.wrap(model), cfg, 1, device, numerics)
+    seen: dict[str, torch.dtype] = {}
+
+    def record(name: str):
+        def hook(module, inputs, output) -> None:
+            seen[name] = output.dtype
+
+        return hook
+
+    for name in ("lm_head", "blocks.0.attn.core", "blocks.0.attn.proj"):
+        model.get_submodule(name).register_forward_hook(record(name))
+    x = torch.randint(0, 256, (4, 32))
+    engine(x, x)
+    assert seen == {"lm_head": dtype, "blocks.0.attn.core": dtype, "blocks.0.attn.proj": torch.float32}
+    assert numerics.describe()["base"] == ("fp32" if base == "auto" else base)
+
+
+def test_sim_base_is_refused_for_other_backends():
+    with pytest.raises(ConfigError, match=r"numerics.base='bf16' applies to sim:<format> backends only"):
+        load_config(None, ["numerics.backend=bf16", "numerics.base=bf16"])
+    with pytest.raises(ConfigError, match="base"):
+        load_config(None, ["numerics.backend=sim:E4M3", "numerics.base=fp16"])

@@ -126,6 +126,8 @@ class SimBackend(Backend):
         except ValueError as e:
             raise ConfigError(f"numerics.backend: {e}") from None
         self.name = f"sim:{self.format.spec}"
+        self.base = "fp32" if numerics_cfg.base == "auto" else numerics_cfg.base
+        self.autocast_dtype = torch.bfloat16 if self.base == "bf16" else None
         self.handle: Any = None
 
     def convert(self, model: nn.Module, seed: int) -> None:
@@ -164,6 +166,7 @@ class SimBackend(Backend):
             "exp_bits": fmt.exp_bits,
             "man_bits": fmt.man_bits,
             "operands": list(self.cfg.operands),
+            "base": self.base,
             "converted_modules": len(self.handle.modules) if self.handle is not None else 0,
         }
 

@@ -20,8 +20,9 @@ run on faster tensor cores with the same exact products and float32 accumulation
   < 2^-126, may be flushed by tensor cores);
 - ``fp32`` otherwise (or when an operand is not quantized).
 
-On other devices every carrier is the float32 GEMM of the same values. The output is float32-valued;
-``gemm_output="bf16"`` rounds each GEMM's output (after the bias) to bfloat16, as bf16 training does.
+On other devices every carrier is the float32 GEMM of the same values. The output is float32 (also for a
+bf16 input, e.g. from attention under the backend's bf16 ``base``); ``gemm_output="bf16"`` rounds each GEMM's
+output (after the bias) to bfloat16 values, as bf16 training does.
 
 **Stochastic rounding** is counter-based (see `robustprec.numerics.quantize`): a call of a converted module takes
 the next value `n` of a shared int64 call counter (a device tensor advanced in the graph), and its act, weight
@@ -239,7 +240,11 @@ class _SimLinearFn(torch.autograd.Function):
         ctx.save_for_backward(xq, wq, key)
         ctx.gemms = gemms
         ctx.meta = (x.dtype, weight.dtype, None if bias is None else bias.dtype)
-        return gemms.output(out).reshape(*x.shape[:-1], out.shape[-1]).to(x.dtype)
+        return (
+            gemms.output(out)
+            .reshape(*x.shape[:-1], out.shape[-1])
+            .to(torch.promote_types(x.dtype, torch.float32))
+        )
 
     @staticmethod
     def backward(ctx: Any, grad_out: Tensor) -> tuple[Tensor | None, ...]:
