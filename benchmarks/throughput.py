@@ -20,10 +20,12 @@ TFLOP/s. On CPU the categories come from CPU op self times.
 from __future__ import annotations
 
 import argparse
+import cProfile
 import gc
 import json
 import math
 import os
+import pstats
 import re
 import sys
 import tempfile
@@ -51,6 +53,7 @@ from robustprec.train.loop import to_batch, train
 from robustprec.train.reporting import Console
 
 PROFILE_STEPS = 3
+HOST_TOP = 25
 REFERENCE = "bf16 (independent GPT)"
 # Checked in this order, on lower-cased kernel names: attention before GEMM, since cuDNN / CUTLASS attention
 # kernels carry "sm90" or "cutlass" too.
@@ -104,6 +107,7 @@ class LoopResult:
     step_s: list[float]
     tokens_per_step: int
     profile: dict[str, Any] | None = None
+    host: list[dict[str, Any]] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -119,8 +123,12 @@ class StepClock:
     """Marks the wall clock (after a CUDA sync) at the end of every training step: `step()` is called there.
     With `profile_after=n`, torch.profiler (schedule: wait n steps, 1 warm-up step) records PROFILE_STEPS steps."""
 
-    def __init__(self, cuda: bool, profile_after: int | None = None) -> None:
+    def __init__(
+        self, cuda: bool, profile_after: int | None = None, host_window: tuple[int, int] | None = None
+    ) -> None:
         self.cuda, self.skip, self.active = cuda, profile_after, PROFILE_STEPS
+        self.host_window = host_window
+        self.host = cProfile.Profile() if host_window else None
         self.prof: torch.profiler.profile | None = None
         if profile_after is not None:
             acts = [torch.profiler.ProfilerActivity.CPU]
@@ -145,6 +153,22 @@ class StepClock:
         self.marks.append(time.perf_counter())
         if self.prof is not None:
             self.prof.step()
+        if self.host is not None and self.host_window is not None:
+            done = len(self.marks) - 1  # steps finished so far
+            if done == self.host_window[0]:
+                self.host.enable()
+            elif done == self.host_window[1]:
+                self.host.disable()
+
+    def host_profile(self, top: int = HOST_TOP) -> list[dict[str, Any]]:
+        """Python functions by own (tottime) host time per step over the host window (cProfile)."""
+        assert self.host is not None and self.host_window is not None
+        steps = self.host_window[1] - self.host_window[0]
+        stats = pstats.Stats(self.host).stats  # type: ignore[attr-defined]
+        rows = [{"function": f"{Path(file).name}:{line}({name})", "calls": nc / steps,
+                 "own_ms": 1e3 * tt / steps, "cum_ms": 1e3 * ct / steps}
+                for (file, line, name), (_, nc, tt, ct, _) in stats.items()]  # fmt: skip
+        return sorted(rows, key=lambda r: -r["own_ms"])[:top]
 
     def step_seconds(self, first: int, stop: int) -> list[float]:
         """Wall time of steps `first .. stop-1` (step k ran between marks k and k+1)."""
@@ -224,11 +248,15 @@ def make_config(args: argparse.Namespace, preset: str, backend: str, steps: int)
     return load_config(None, overrides)
 
 
-def run_robustprec(cfg: Config, geo: Geometry, warm: int, timed: int, profile: bool) -> LoopResult:
+def run_robustprec(
+    cfg: Config, geo: Geometry, warm: int, timed: int, profile: bool, host: bool = False
+) -> LoopResult:
     """Time `train()` between its per-row `Console` callbacks (so its per-step bookkeeping counts), steps `warm ..
     timed-1`. `cfg.train.steps` must leave one step past those (and the profiled ones): the last step evaluates."""
     cuda = torch.cuda.is_available()
-    clock = StepClock(cuda, profile_after=timed if profile else None)
+    clock = StepClock(
+        cuda, profile_after=timed if profile else None, host_window=(warm, timed) if host else None
+    )
     rows: list[dict[str, Any]] = []
 
     def on_step(row: dict[str, Any]) -> None:
@@ -246,24 +274,33 @@ def run_robustprec(cfg: Config, geo: Geometry, warm: int, timed: int, profile: b
     }
     if profile:
         res.profile = clock.profile(geo)
+    res.host = clock.host_profile() if host else None
     return res
 
 
 def timed_loop(
-    step_fn: Callable[[int], None], warm: int, timed: int, geo: Geometry, device: torch.device, profile: bool
+    step_fn: Callable[[int], None],
+    warm: int,
+    timed: int,
+    geo: Geometry,
+    device: torch.device,
+    profile: bool,
+    host: bool = False,
 ) -> LoopResult:
     """Run `step_fn(step)` for `timed` steps (plus a profiler warm-up step and PROFILE_STEPS recorded ones with
     `profile`); the wall time of steps `warm .. timed-1` is what counts."""
     cuda = device.type == "cuda"
     if cuda:
         torch.cuda.synchronize()
-    with StepClock(cuda, profile_after=timed if profile else None) as clock:
+    window = (warm, timed) if host else None
+    with StepClock(cuda, profile_after=timed if profile else None, host_window=window) as clock:
         for s in range(timed + (1 + PROFILE_STEPS if profile else 0)):
             step_fn(s)
             clock.step()
     res = LoopResult(clock.step_seconds(warm, timed), geo.tokens_per_step)
     if profile:
         res.profile = clock.profile(geo)
+    res.host = clock.host_profile() if host else None
     return res
 
 
@@ -299,6 +336,7 @@ def run_plain(
     warm: int,
     timed: int,
     profile: bool,
+    host: bool = False,
 ) -> LoopResult:
     """The plain loop: robustprec's model and numerics backend, no engine, no records."""
     model = make_backend(cfg.numerics, device).wrap(build_model(geo.spec, seed=cfg.effective_init_seed))
@@ -317,7 +355,7 @@ def run_plain(
         opt,
         o.grad_clip if o.grad_clip > 0 else math.inf,
     )
-    return timed_loop(step, warm, timed, geo, device, profile)
+    return timed_loop(step, warm, timed, geo, device, profile, host)
 
 
 class _RefBlock(nn.Module):
@@ -429,6 +467,13 @@ def print_report(out: dict[str, Any]) -> None:
         for p in out["profiles"]:
             top = "; ".join(f"{t['name'][:70]} [{t['category']}] {t['ms']:.2f}" for t in p["top"][:5])
             print(f"top ms/step, {p['preset']} {p['backend']} {p['loop']}: {top}")
+    for hp in out.get("host_profiles", []):
+        print(
+            f"\nhost time per step (cProfile over the timed steps), {hp['preset']} {hp['backend']} {hp['loop']}:"
+        )
+        print("| function | calls/step | own ms/step | cumulative ms/step |\n|---|---|---|---|")
+        for r in hp["top"]:
+            print(f"| {r['function']} | {r['calls']:.1f} | {r['own_ms']:.2f} | {r['cum_ms']:.2f} |")
     for note in out["notes"]:
         print(f"note: {note}")
 
@@ -455,10 +500,14 @@ def run_preset(
         cfg = make_config(args, preset, backend, ours_steps)
         if make_backend(cfg.numerics, device).deepspeed_config():
             notes.append(f"{backend}: the plain loop has no equivalent of its DeepSpeed engine settings")
-        ours = run_robustprec(cfg, geo, warm, timed, args.profile)
+        ours = run_robustprec(cfg, geo, warm, timed, args.profile, args.host_profile)
         ours_mem, left = peak_gib(device), release(device)
         wants_plain = args.plain == "all" or backend in args.plain.split(";")
-        plain = run_plain(cfg, stream, geo, device, warm, timed, args.profile) if wants_plain else None
+        plain = (
+            run_plain(cfg, stream, geo, device, warm, timed, args.profile, args.host_profile)
+            if wants_plain
+            else None
+        )
         plain_mem, left2 = (peak_gib(device), release(device)) if plain else (None, 0.0)
         if max(left, left2) > 0.5:
             notes.append(f"{preset} {backend}: {max(left, left2):.1f} GiB still allocated after a run")
@@ -475,6 +524,10 @@ def run_preset(
         for loop, res in (("robustprec", ours), ("plain", plain)):
             if res is not None and res.profile is not None:
                 profiles.append({"preset": preset, "backend": backend, "loop": loop, **res.profile})
+            if res is not None and res.host is not None:
+                out["host_profiles"].append(
+                    {"preset": preset, "backend": backend, "loop": loop, "top": res.host}
+                )
     bf = by_backend.get("bf16")
     for b, r in by_backend.items():
         if bf is not None and b != "bf16":
@@ -520,6 +573,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--warmup", type=int, default=3, help="first steps left out of the timing (compilation)")
     ap.add_argument("--no-compile", dest="compile", action="store_false")
     ap.add_argument("--profile", action="store_true")
+    ap.add_argument(
+        "--host-profile", action="store_true", help="cProfile the timed steps: host time per Python function"
+    )
     ap.add_argument("--reference-gpt", action="store_true")
     ap.add_argument("--data", default="", help="corpus path (default: embedded)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="extra config override")
@@ -543,9 +599,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "deepspeed": deepspeed.__version__,
         "command": " ".join(["python", *sys.argv]) if argv is None else " ".join(argv),
         "settings": {k: getattr(args, k) for k in ("presets", "backends", "seq_len", "batch", "micro", "steps",
-                                                    "warmup", "compile", "profile", "reference_gpt", "data", "set")}
+                                                    "warmup", "compile", "profile", "host_profile", "reference_gpt", "data",
+                                                    "set")}
         | {"peak_flops": peak, "profile_steps": PROFILE_STEPS},
-        "rows": [], "speedups": [], "profiles": [], "notes": [],
+        "rows": [], "speedups": [], "profiles": [], "host_profiles": [], "notes": [],
     }  # fmt: skip
     release(device)
     for preset in args.presets.split(","):

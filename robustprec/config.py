@@ -83,18 +83,9 @@ class NumericsConfig(_Strict):
         description=(
             "sim backends: precision of everything the simulation does not quantize (excluded linears such as "
             "lm_head, attention, norms): fp32, or bf16 autocast as real low-precision training runs it; "
-            "auto: fp32 for ExMy formats (METHODS §2)"
+            "auto: fp32 for ExMy formats (METHODS §2); other backends have their own precision and ignore it"
         ),
     )
-
-    @model_validator(mode="after")
-    def _base_only_for_sim(self) -> NumericsConfig:
-        if self.base != "auto" and not self.backend.startswith("sim:"):
-            raise ValueError(
-                f"numerics.base={self.base!r} applies to sim:<format> backends only (backend is {self.backend!r}); "
-                "leave it at 'auto'"
-            )
-        return self
 
     @field_validator("backend")
     @classmethod

@@ -1,0 +1,67 @@
+"""Which part of the compiled simulated stack disagrees with eager on CUDA (issue 13's failing cuda test)?
+
+Runs the cuda test's stack (3 linears, act E4M3 block:8, weight fp8_e4m3 tensor-scaled, grad E5M2 SR) eager and
+compiled under aot_eager and inductor, for variants that switch one ingredient off, and prints the largest relative
+difference of the output and of every layer's weight gradient vs eager. Usage: python3 jobs/gpu/diag_compiled_sim.py
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+from torch import nn
+
+from robustprec.numerics.simulated import apply_simulated
+
+BASE = {"act": "E4M3:scaling=block:8", "weight": "fp8_e4m3:scaling=tensor", "grad": "E5M2:rounding=stochastic"}
+VARIANTS = {
+    "as in the test": (BASE, None),
+    "grad RNE": ({**BASE, "grad": "E5M2"}, None),
+    "grad unquantized": ({k: v for k, v in BASE.items() if k != "grad"}, None),
+    "fp32 carriers": (BASE, "fp32"),
+    "act+weight only, fp32 carriers": ({k: v for k, v in BASE.items() if k != "grad"}, "fp32"),
+}
+
+
+def stack() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(16, 32, bias=False), nn.ReLU(), nn.Linear(32, 24), nn.ReLU(), nn.Linear(24, 8))
+
+
+def run(fmts: dict, carrier: str | None, backend: str | None, dev: str) -> list[torch.Tensor]:
+    torch._dynamo.reset()
+    model = stack().to(dev)
+    handle = apply_simulated(model, fmts, operands=tuple(fmts), seed=4)
+    if carrier is not None:
+        st = handle._state
+        st.gemms = dataclasses.replace(st.gemms, fwd=carrier, dgrad=carrier, wgrad=carrier)
+    fn = torch.compile(model, backend=backend, fullgraph=True) if backend else model
+    res = []
+    for step in range(2):
+        x = torch.randn(6, 9, 16, generator=torch.Generator().manual_seed(step)).to(dev) * 50
+        model.zero_grad()
+        out = fn(x)
+        out.square().sum().backward()
+        res += [out.detach(), *(model[i].weight.grad.clone() for i in (0, 2, 4))]
+    return res
+
+
+def rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a.double() - b.double()).abs().max() / b.double().abs().max().clamp_min(1e-30))
+
+
+def main() -> None:
+    dev = "cuda" if torch.cuda.is_available() else "cpu"
+    names = [f"{t}{s}" for s in (0, 1) for t in ("out", "dW0", "dW2", "dW4")]
+    print(f"device {dev}; max |compiled - eager| / max |eager| per tensor (step 0, step 1)")
+    for label, (fmts, carrier) in VARIANTS.items():
+        eager = run(fmts, carrier, None, dev)
+        for backend in ("aot_eager", "inductor"):
+            comp = run(fmts, carrier, backend, dev)
+            diffs = " ".join(f"{n}={rel(c, e):.1e}" for n, c, e in zip(names, comp, eager, strict=True))
+            print(f"{label:32s} {backend:9s} {diffs}")
+
+
+if __name__ == "__main__":
+    main()
