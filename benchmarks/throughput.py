@@ -521,6 +521,8 @@ def run_preset(
         }  # fmt: skip
         rows.append(row)
         by_backend[backend] = row
+        print(f"[throughput] {preset} {backend}: robustprec {ours.step_ms:.1f} ms/step, plain "
+              f"{_fmt(row['plain_step_ms'], '.1f')} ms/step", flush=True)  # fmt: skip
         for loop, res in (("robustprec", ours), ("plain", plain)):
             if res is not None and res.profile is not None:
                 profiles.append({"preset": preset, "backend": backend, "loop": loop, **res.profile})

@@ -14,7 +14,11 @@ from torch import nn
 
 from robustprec.numerics.simulated import apply_simulated
 
-BASE = {"act": "E4M3:scaling=block:8", "weight": "fp8_e4m3:scaling=tensor", "grad": "E5M2:rounding=stochastic"}
+BASE = {
+    "act": "E4M3:scaling=block:8",
+    "weight": "fp8_e4m3:scaling=tensor",
+    "grad": "E5M2:rounding=stochastic",
+}
 VARIANTS = {
     "as in the test": (BASE, None),
     "grad RNE": ({**BASE, "grad": "E5M2"}, None),
@@ -26,7 +30,9 @@ VARIANTS = {
 
 def stack() -> nn.Module:
     torch.manual_seed(0)
-    return nn.Sequential(nn.Linear(16, 32, bias=False), nn.ReLU(), nn.Linear(32, 24), nn.ReLU(), nn.Linear(24, 8))
+    return nn.Sequential(
+        nn.Linear(16, 32, bias=False), nn.ReLU(), nn.Linear(32, 24), nn.ReLU(), nn.Linear(24, 8)
+    )
 
 
 def run(fmts: dict, carrier: str | None, backend: str | None, dev: str) -> list[torch.Tensor]:
@@ -51,7 +57,44 @@ def rel(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a.double() - b.double()).abs().max() / b.double().abs().max().clamp_min(1e-30))
 
 
+def norms() -> None:
+    """Norms of every weight gradient, eager vs compiled (inductor), and variants that isolate the cause."""
+    import contextlib
+
+    import robustprec.numerics.simulated as sim
+
+    dev = "cuda" if torch.cuda.is_available() else "cpu"
+
+    def grads(model: nn.Module, fn: object) -> list[float]:
+        x = torch.randn(6, 9, 16, generator=torch.Generator().manual_seed(0)).to(dev) * 50
+        model.zero_grad()
+        fn(x).square().sum().backward()  # type: ignore[operator]
+        return [float(model[i].weight.grad.norm()) for i in (0, 2, 4)]
+
+    cases = {"plain nn.Linear (control)": None, "sim act+weight": {"act": "E4M3", "weight": "E4M3"}}
+    for label, fmts in cases.items():
+        for backend in (None, "eager", "aot_eager", "inductor"):
+            torch._dynamo.reset()
+            model = stack().to(dev)
+            if fmts:
+                apply_simulated(model, fmts, operands=tuple(fmts), seed=4)
+            fn = torch.compile(model, backend=backend, fullgraph=True) if backend else model
+            print(f"{label:28s} {backend or 'no compile':10s} |dW| = {grads(model, fn)}")
+    saved = sim._no_autocast
+    sim._no_autocast = lambda device_type: contextlib.nullcontext()  # type: ignore[assignment]
+    try:
+        for backend in (None, "aot_eager"):
+            torch._dynamo.reset()
+            model = stack().to(dev)
+            apply_simulated(model, {"act": "E4M3", "weight": "E4M3"}, operands=("act", "weight"), seed=4)
+            fn = torch.compile(model, backend=backend, fullgraph=True) if backend else model
+            print(f"{'sim, no autocast context':28s} {backend or 'no compile':10s} |dW| = {grads(model, fn)}")
+    finally:
+        sim._no_autocast = saved
+
+
 def main() -> None:
+    norms()
     dev = "cuda" if torch.cuda.is_available() else "cpu"
     names = [f"{t}{s}" for s in (0, 1) for t in ("out", "dW0", "dW2", "dW4")]
     print(f"device {dev}; max |compiled - eager| / max |eager| per tensor (step 0, step 1)")

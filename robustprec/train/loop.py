@@ -105,7 +105,7 @@ def train_step(run: Run, hooks: Callbacks) -> Row:
     micro = run.stream.micro_batches(step, run.rank, run.world, cfg.train.micro_batch_size)
     skipped_before = engine.skipped_steps
     loss_sum = torch.zeros((), dtype=torch.float64, device=run.device)
-    grad_norm: float | None = None
+    grad_norm: torch.Tensor | None = None
     for j, rows in enumerate(micro):
         x, y = to_batch(rows, run.device)
         out = engine(x, y)
@@ -115,17 +115,16 @@ def train_step(run: Run, hooks: Callbacks) -> Row:
             hooks.call("on_before_optimizer_step", run)
             grad_norm = _clip_in_loop(run)
         engine.step()
+    known = grad_norm is not None
     if grad_norm is None:
-        norm = engine.get_global_grad_norm()
-        grad_norm = float(norm) if norm is not None else None
+        grad_norm, known = _engine_grad_norm(engine, run.device)
     skipped = engine.skipped_steps > skipped_before
-    loss, norm_sum = run.all_reduce(
-        [float(loss_sum) / len(micro), math.nan if grad_norm is None else grad_norm]
-    )
+    # one host sync per step, after the update is queued: the loss and the norm are read together
+    loss, norm_sum = run.all_reduce(torch.stack((loss_sum / len(micro), grad_norm)))
     return {
         "step": step,
         "loss": loss / run.world,
-        "grad_norm": None if grad_norm is None or skipped else norm_sum / run.world,
+        "grad_norm": norm_sum / run.world if known and not skipped else None,
         "lr": lr,
         "tokens": (step + 1) * run.tokens_per_step,
         "step_time_s": time.perf_counter() - tic,
@@ -134,12 +133,22 @@ def train_step(run: Run, hooks: Callbacks) -> Row:
     }
 
 
-def _clip_in_loop(run: Run) -> float | None:
-    """Where DeepSpeed does not clip (ZeRO-0 without loss scaling), clip here; returns the pre-clip norm."""
+def _clip_in_loop(run: Run) -> torch.Tensor | None:
+    """Where DeepSpeed does not clip (ZeRO-0 without loss scaling), clip here; returns the pre-clip norm as a
+    float64 device tensor (not read here: reading it would stall the host before the update is queued)."""
     if engine_clips(run.cfg, run.backend):
         return None
     clip = run.cfg.optim.grad_clip if run.cfg.optim.grad_clip > 0 else math.inf
-    return float(torch.nn.utils.clip_grad_norm_(run.params, clip))
+    return torch.nn.utils.clip_grad_norm_(run.params, clip).double()
+
+
+def _engine_grad_norm(engine: Any, device: torch.device) -> tuple[torch.Tensor, bool]:
+    """DeepSpeed's global norm of this step as a float64 device tensor, and whether it has one (not on an fp16
+    overflow step, say; then the tensor is a NaN placeholder)."""
+    norm = engine.get_global_grad_norm()
+    if norm is None:
+        return torch.full((), math.nan, dtype=torch.float64, device=device), False
+    return torch.as_tensor(norm, dtype=torch.float64).to(device), True
 
 
 def summarize(run: Run, hooks: Callbacks) -> dict[str, Any]:

@@ -201,7 +201,8 @@ class EarlyWarning(Callback):
     def __init__(self, run: Run) -> None:
         self.eps = run.cfg.optim.eps
         self.before: list[Tensor] | None = None
-        self.grad: dict[str, float] = {}
+        self.grad_rms: Tensor | None = None  # (global, smallest) gradient RMS, read with the update ratios
+        self._constants: dict[tuple[Any, ...], Tensor] = {}
 
     def on_before_optimizer_step(self, run: Run) -> None:
         if not telemetry_due(run, run.step):
@@ -210,9 +211,8 @@ class EarlyWarning(Callback):
         if grads:
             scale = run.backend.loss_scale() or 1.0
             sq = torch.stack(torch._foreach_norm(grads)).double().pow(2) / scale**2
-            sizes = torch.tensor([g.numel() for g in grads], dtype=torch.float64, device=sq.device)
-            total, smallest = torch.stack((sq.sum() / sizes.sum(), (sq / sizes).min())).sqrt().tolist()
-            self.grad = {"grad_rms_over_eps": total / self.eps, "grad_rms_over_eps_min": smallest / self.eps}
+            sizes = self._constant([g.numel() for g in grads], torch.float64, sq.device)
+            self.grad_rms = torch.stack((sq.sum() / sizes.sum(), (sq / sizes).min())).sqrt()
         self.before = [_full_param(p).clone() for p in run.params]
 
     def on_step(self, run: Run, row: Row) -> None:
@@ -221,9 +221,19 @@ class EarlyWarning(Callback):
         after = [_full_param(p) for p in run.params]
         delta = torch.stack(torch._foreach_norm(torch._foreach_sub(after, self.before))).double()
         norm = torch.stack(torch._foreach_norm(self.before)).double()
-        matrix = torch.tensor([b.dim() >= 2 for b in self.before], device=norm.device)
+        matrix = self._constant([b.dim() >= 2 for b in self.before], torch.bool, norm.device)
         ratio = torch.where(matrix & (norm > 0), delta / norm, 0.0)
         total = delta.pow(2).sum().sqrt() / norm.pow(2).sum().sqrt().clamp_min(1e-30)
-        total, largest = torch.stack((total, ratio.max())).tolist()
-        row.update(self.grad, update_ratio=total, update_ratio_max=largest)
-        self.before, self.grad = None, {}
+        grad = self.grad_rms if self.grad_rms is not None else total.new_full((2,), math.nan)
+        values = torch.cat((torch.stack((total, ratio.max())), grad)).tolist()  # the one host sync
+        row.update(update_ratio=values[0], update_ratio_max=values[1])
+        if self.grad_rms is not None:
+            row.update(grad_rms_over_eps=values[2] / self.eps, grad_rms_over_eps_min=values[3] / self.eps)
+        self.before, self.grad_rms = None, None
+
+    def _constant(self, values: list[Any], dtype: torch.dtype, device: torch.device) -> Tensor:
+        """`values` as a device tensor, made once (a host-to-device copy waits for the queued GPU work)."""
+        key = (dtype, device, *values)
+        if key not in self._constants:
+            self._constants[key] = torch.tensor(values, dtype=dtype).to(device)
+        return self._constants[key]
