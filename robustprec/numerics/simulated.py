@@ -20,9 +20,10 @@ run on faster tensor cores with the same exact products and float32 accumulation
   < 2^-126, may be flushed by tensor cores);
 - ``fp32`` otherwise (or when an operand is not quantized).
 
-On other devices every carrier is the float32 GEMM of the same values. The output is float32 (also for a
-bf16 input, e.g. from attention under the backend's bf16 ``base``); ``gemm_output="bf16"`` rounds each GEMM's
-output (after the bias) to bfloat16 values, as bf16 training does.
+On other devices every carrier is the float32 GEMM of the same values. The output is float32-valued, in the
+wider of the input's and the weight's dtypes (fp32 master weights: float32, also for a bf16 input such as
+attention's under the backend's bf16 ``base``); ``gemm_output="bf16"`` rounds each GEMM's output (after the bias)
+to bfloat16 values, as bf16 training does.
 
 **Stochastic rounding** is counter-based (see `robustprec.numerics.quantize`): a call of a converted module takes
 the next value `n` of a shared int64 call counter (a device tensor advanced in the graph), and its act, weight
@@ -240,10 +241,11 @@ class _SimLinearFn(torch.autograd.Function):
         ctx.save_for_backward(xq, wq, key)
         ctx.gemms = gemms
         ctx.meta = (x.dtype, weight.dtype, None if bias is None else bias.dtype)
+        ctx.stats = sink is not None  # the telemetry leaf is passed only when grad is quantized and counted
         return (
             gemms.output(out)
             .reshape(*x.shape[:-1], out.shape[-1])
-            .to(torch.promote_types(x.dtype, torch.float32))
+            .to(torch.promote_types(x.dtype, weight.dtype))
         )
 
     @staticmethod
@@ -252,19 +254,19 @@ class _SimLinearFn(torch.autograd.Function):
         gemms: _Gemms = ctx.gemms
         x_dtype, w_dtype, b_dtype = ctx.meta
         g = grad_out.reshape(-1, grad_out.shape[-1]).float()
-        stats = ctx.needs_input_grad[6]  # the telemetry leaf is passed only when grad is quantized
         gq, counts = g, None
         if gemms.grad_plan is not None:
-            gq, counts = quantize_values(g, gemms.grad_plan, None if key is None else key + 2, stats)
+            gq, counts = quantize_values(g, gemms.grad_plan, None if key is None else key + 2, ctx.stats)
             gq = gq.to(gemms.grad_store)
-        dx = dw = db = None
-        if ctx.needs_input_grad[0]:
-            dx = gemms.output(carrier_mm(gq, wq, gemms.dgrad))
-            dx = dx.reshape(*grad_out.shape[:-1], wq.shape[1]).to(x_dtype)
-        if ctx.needs_input_grad[1]:
-            dw = gemms.output(carrier_mm(gq.t(), xq.reshape(-1, xq.shape[-1]), gemms.wgrad)).to(w_dtype)
-        if b_dtype is not None and ctx.needs_input_grad[2]:
-            db = g.sum(0).to(b_dtype)
+        # every gradient is computed: ctx.needs_input_grad reads False under dynamo on CUDA (measured on an H200,
+        # torch 2.11: zero weight gradients when compiled), and autograd drops the ones nobody needs
+        dx = (
+            gemms.output(carrier_mm(gq, wq, gemms.dgrad))
+            .reshape(*grad_out.shape[:-1], wq.shape[1])
+            .to(x_dtype)
+        )
+        dw = gemms.output(carrier_mm(gq.t(), xq.reshape(-1, xq.shape[-1]), gemms.wgrad)).to(w_dtype)
+        db = None if b_dtype is None else g.sum(0).to(b_dtype)
         return dx, dw, db, None, None, None, counts, None
 
 
