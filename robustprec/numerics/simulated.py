@@ -258,15 +258,14 @@ class _SimLinearFn(torch.autograd.Function):
         if gemms.grad_plan is not None:
             gq, counts = quantize_values(g, gemms.grad_plan, None if key is None else key + 2, ctx.stats)
             gq = gq.to(gemms.grad_store)
-        # every gradient is computed: ctx.needs_input_grad reads False under dynamo on CUDA (measured on an H200,
-        # torch 2.11: zero weight gradients when compiled), and autograd drops the ones nobody needs
-        dx = (
-            gemms.output(carrier_mm(gq, wq, gemms.dgrad))
-            .reshape(*grad_out.shape[:-1], wq.shape[1])
-            .to(x_dtype)
-        )
-        dw = gemms.output(carrier_mm(gq.t(), xq.reshape(-1, xq.shape[-1]), gemms.wgrad)).to(w_dtype)
-        db = None if b_dtype is None else g.sum(0).to(b_dtype)
+        dx = dw = db = None
+        if ctx.needs_input_grad[0]:
+            dx = gemms.output(carrier_mm(gq, wq, gemms.dgrad))
+            dx = dx.reshape(*grad_out.shape[:-1], wq.shape[1]).to(x_dtype)
+        if ctx.needs_input_grad[1]:
+            dw = gemms.output(carrier_mm(gq.t(), xq.reshape(-1, xq.shape[-1]), gemms.wgrad)).to(w_dtype)
+        if b_dtype is not None and ctx.needs_input_grad[2]:
+            db = g.sum(0).to(b_dtype)
         return dx, dw, db, None, None, None, counts, None
 
 
