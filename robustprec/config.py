@@ -186,12 +186,6 @@ class LRSearchConfig(_Strict):
         default=4, ge=2, description="adaptive without sweep.lrs: LRs of the coarse bracket"
     )
 
-    @model_validator(mode="after")
-    def _range(self) -> LRSearchConfig:
-        if self.lo is not None and self.hi is not None and self.lo >= self.hi:
-            raise ValueError(f"lr_search needs lo < hi; got lo={self.lo}, hi={self.hi}")
-        return self
-
 
 class SweepConfig(_Strict):
     """Axes of a sweep; expanded into trials by the sweep planner."""

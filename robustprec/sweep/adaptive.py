@@ -52,7 +52,7 @@ def search_settings(cfg: Config, grid_lrs: list[float]) -> SearchSettings:
             coarse_points=ls.coarse_points if not grid_lrs else max(2, len(grid_lrs)),
         )
     except ValueError as e:
-        raise ConfigError(f"sweep.lr_search: {e}") from None
+        raise ConfigError(f"sweep.{e}") from None
 
 
 def _template_config(cfg: Config) -> Config:
