@@ -1,7 +1,7 @@
 """Adaptive η_c search against a full LR grid of the same range (issue 16): trials used and the two η_c estimates.
 
     python benchmarks/adaptive_eta_c.py [--preset tiny] [--format fp32] [--lo 0.01] [--hi 1] [--grid-points 12]
-        [--seeds 2] [--coarse-points 3] [--seeds-per-point 2] [--max-trials 24] [--target 1.5] [--steps 20]
+        [--seeds 2] [--coarse-points 3] [--seeds-per-point 2] [--max-trials 16] [--target 1.5] [--steps 20]
         [--device cpu]
         [--out DIR] [--json OUT.json] [--set KEY=VALUE ...]
 
@@ -114,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seeds", type=int, default=2)
     p.add_argument("--seeds-per-point", type=int, default=2)
     p.add_argument("--coarse-points", type=int, default=3)
-    p.add_argument("--max-trials", type=int, default=24)
+    p.add_argument("--max-trials", type=int, default=16)
     p.add_argument("--target", type=float, default=1.5)
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--device", default="cpu")

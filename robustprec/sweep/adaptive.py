@@ -81,7 +81,6 @@ def attach_search(plan: SweepPlan, cfg: Config) -> None:
     grid_lrs = [float(v) for v in plan.axes.get(LR, [])]
     if not grid_lrs:
         plan.trials, plan.estimates = [], {}
-    settings = search_settings(cfg, grid_lrs)
     templates = plan_sweep(
         _template_config(cfg),
         name=plan.name,
@@ -93,23 +92,24 @@ def attach_search(plan: SweepPlan, cfg: Config) -> None:
     conditions = []
     for t in templates.trials:
         grid = [s for s in plan.trials if _cond_key(s.axes) == _cond_key(t.axes)]
-        if len(grid) > settings.max_trials:
+        label = t.trial_id if named else plan.name
+        if len(grid) > cfg.sweep.lr_search.max_trials:
             raise ConfigError(
-                f"sweep.lr_search.max_trials ({settings.max_trials}) is below the {len(grid)} grid trials of "
-                f"condition {t.trial_id if named else plan.name!r}"
+                f"sweep.lr_search.max_trials ({cfg.sweep.lr_search.max_trials}) is below the {len(grid)} grid "
+                f"trials of condition {label!r}"
             )
-        config = dict(t.config)
         conditions.append(
             {
                 "id": t.trial_id if named else "",
-                "label": t.trial_id if named else plan.name,
+                "label": label,
                 "axes": dict(t.axes),
-                "config": config,
+                "config": dict(t.config),
                 "estimate": asdict(templates.estimates[t.trial_id]),
                 "grid": [s.trial_id for s in grid],
                 "seeds": sorted({int(s.config[SEED]) for s in grid}),
             }
         )
+    settings = search_settings(cfg, grid_lrs)
     plan.search = {"settings": asdict(settings), "conditions": conditions, "trials": []}
     plan.axes = {**templates.axes, LR: grid_lrs, SEED: list(plan.axes.get(SEED, [])) if grid_lrs else []}
     plan.notes.extend(n for n in templates.notes if n not in plan.notes)

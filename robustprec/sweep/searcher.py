@@ -125,6 +125,8 @@ class EtaCSearcher(Searcher):
             search.record(float(spec.config["optim"]["lr"]), int(spec.config["seed"]), status == "diverged")
         else:
             search.lose()
+        if search.done():
+            self.done.add(label)
         self._publish(label)
 
     def _label(self, spec: TrialSpec) -> str:
