@@ -368,7 +368,10 @@ def print_sweep_results(outcome: Any, console: Console | None = None) -> None:
 def print_sweep_header(plan: Any, console: Console | None = None) -> None:
     """Where the sweep lives and how big it is, before it starts."""
     console = console or _out
-    console.print(f"sweep: {plan.name} (plan {plan.fingerprint}, {len(plan.trials)} trials)")
+    size = f"{len(plan.trials)} trials"
+    if plan.search:
+        size = f"adaptive eta_c search of {len(plan.search['conditions'])} condition(s), {size} so far"
+    console.print(f"sweep: {plan.name} (plan {plan.fingerprint}, {size})")
     console.print(f"storage: {plan.root}")
 
 
@@ -388,6 +391,8 @@ def print_sweep_footer(outcome: Any, console: Console | None = None) -> None:
     console = console or _out
     root = Path(outcome.plan.root)
     console.print(f"records: {root / 'trials'}  table: {root / 'trials.parquet'}")
+    if outcome.plan.search:
+        console.print(f"eta_c search: {root / 'search.json'}")
     parent = outcome.tracking.get("parent_run_id")
     if parent:
         uri = outcome.tracking["tracking_uri"]

@@ -226,6 +226,11 @@ def unregister(plan: SweepPlan) -> None:
     _LIVE.pop(plan.root, None)
 
 
+def running(root: str) -> LiveSearch | None:
+    """The live search of the sweep at `root` in this process, if one runs."""
+    return _LIVE.get(root)
+
+
 def live(root: str) -> LiveSearch:
     try:
         return _LIVE[root]

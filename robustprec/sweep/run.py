@@ -223,9 +223,9 @@ def status_counts(plan: SweepPlan, finished: dict[str, tuple[str, float]] | None
     recent = sorted((t, tid, st) for tid, (st, t) in finished.items())[-5:]
     state: dict[str, Any] = {"counts": counts, "recent": [(tid, st) for _, tid, st in recent]}
     if plan.search:
-        from robustprec.sweep.adaptive import _LIVE
+        from robustprec.sweep.adaptive import running
 
-        search = _LIVE.get(plan.root)
+        search = running(plan.root)
         state["search"] = search.snapshot() if search is not None else {}
     return state
 
