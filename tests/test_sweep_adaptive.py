@@ -114,6 +114,73 @@ def test_dry_run_states_the_budget(tmp_path):
     assert "fp32" in res.stdout and "bf16" in res.stdout and not (tmp_path / "d").exists()
 
 
+def _finish(searcher, tune_id: str, plan: SweepPlan) -> None:
+    """Write the record a finished trial leaves (its status is all the searcher reads) and tell the searcher."""
+    from robustprec.tracking.store import write_json
+
+    spec = plan.trials[plan.trial_ids.index(searcher.running[tune_id])]
+    Path(spec.out_dir).mkdir(parents=True, exist_ok=True)
+    status = "diverged" if spec.config["optim"]["lr"] > 0.2 else "converged"
+    write_json(Path(spec.out_dir) / "summary.json", {"status": status})
+    searcher.on_trial_complete(tune_id, {"done": 1})
+
+
+def _drive(searcher, plan: SweepPlan, prefix: str) -> list[str]:
+    """Run the searcher to FINISHED as Tune would, one round at a time: the trial ids it suggested."""
+    from ray.tune.search import Searcher
+
+    ids: list[str] = []
+    for n in range(100):
+        cfg = searcher.suggest(f"{prefix}{n}")
+        if cfg in (None, Searcher.FINISHED):  # the trials under way end (Tune waits for them)
+            for tune_id in list(searcher.running):
+                _finish(searcher, tune_id, plan)
+        if cfg == Searcher.FINISHED:
+            return ids
+        if isinstance(cfg, dict):
+            ids.append(cfg["trial_id"])
+    raise AssertionError("the searcher never finished")
+
+
+def test_searcher_restored_mid_search_continues_without_rerunning(tmp_path):
+    """Tune's contract on its own: a searcher restored from `save` into the object pickled at the start (what
+    `Tuner.restore` does) maps the snapshot's running trials back, takes trials that finished after the snapshot
+    from their records (nothing re-runs), and ends where the uninterrupted search ended."""
+    import copy
+
+    from robustprec.sweep import adaptive
+    from robustprec.sweep.searcher import EtaCSearcher
+
+    plan = adaptive_plan(tmp_path, "s", max_trials=9)
+    adaptive.register(plan)
+    try:
+        a = EtaCSearcher(plan.root)
+        pristine = copy.deepcopy(a)
+        first = [a.suggest(f"t{n}")["trial_id"] for n in range(3)]  # the coarse bracket
+        for tune_id in list(a.running):
+            _finish(a, tune_id, plan)
+        second = [a.suggest("t3")["trial_id"], a.suggest("t4")["trial_id"]]  # a round under way
+        a.save(str(tmp_path / "searcher.pkl"))
+        rest = _drive(a, plan, "t5-")  # the uninterrupted search, which also leaves every record
+        b = pristine
+        b.restore(str(tmp_path / "searcher.pkl"))
+        assert sorted(b.running.values()) == sorted(second)
+        for tune_id in list(b.running):  # Tune resumes them; their records are there
+            b.on_trial_complete(tune_id, {"done": 1})
+        assert _drive(b, plan, "u") == []  # every later proposal is a finished trial: none is suggested again
+    finally:
+        adaptive.unregister(plan)
+    label = plan.search["conditions"][0]["label"]
+    assert sorted(b.searches[label].outcomes) == sorted(a.searches[label].outcomes)
+    assert b.searches[label].proposed == a.searches[label].proposed == len(plan.trials) <= 9
+    assert (
+        plan.trial_ids == first + second + rest
+        and len(rest) > 0
+        and len(set(plan.trial_ids)) == len(plan.trials)
+    )
+    replay(plan)
+
+
 # ------------------------------------------------------------------------------------------- real sweeps
 
 

@@ -134,14 +134,19 @@ def _lr_label(lr: float, digits: int) -> str:
 
 def search_trial(plan: SweepPlan, cond: dict[str, Any], lr: float, seed: int) -> TrialSpec:
     """The TrialSpec of a proposed (lr, seed) of a condition: the condition's config with that LR and seed, an id
-    `<condition>-lr<lr>-s<seed>` (more digits where two LRs would share it), axes incl. LR and seed."""
+    `<condition>-lr<lr>-s<seed>` (more digits where two LRs would share it), axes incl. LR and seed. A point
+    proposed before (the plan holds it) is that trial."""
     from robustprec.sweep.plan import _join, _make_id, _with
 
-    taken = {t.trial_id.lower() for t in plan.trials}
+    taken = {t.trial_id.lower(): t for t in plan.trials}
     for digits in range(1, 17):
         tid = _make_id([cond["id"], _lr_label(lr, digits), f"s{seed}"])
-        if tid.lower() not in taken:
+        same = taken.get(tid.lower())
+        if same is None:
             break
+        point = same.config[SEED] == int(seed) and same.config["optim"]["lr"] == float(lr)
+        if point and all(same.axes.get(k) == v for k, v in cond["axes"].items()):
+            return same  # proposed before (a resumed search): the same trial
     data = _with(_with(cond["config"], LR, float(lr)), SEED, int(seed))
     data["name"] = tid
     dumped = validate_config(data).to_dict()

@@ -6,6 +6,10 @@ Axis order (outermost first, also the order of the parts of a trial id): `model.
 `optim.lr`, `seed`, then `sweep.axes` in the order given. A trial id is built from the axes that are swept,
 e.g. `tiny-bf16-lr3e-03-s0` or `tiny-sim_E4M3-lr1e-02-s2-qk_norm=true`. `sweep.exclude` removes grid points
 (e.g. an extra axis run for two formats only).
+
+In `sweep.lr_search.mode: adaptive` the plan also holds `search` (settings and conditions, `sweep/adaptive.py`):
+its trials are the `sweep.lrs` grid if one is given (else none), and the η_c searcher appends the trials it
+proposes while the sweep runs.
 """
 
 from __future__ import annotations
