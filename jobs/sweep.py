@@ -26,6 +26,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dry-run", action="store_true", help="print the plan and exit")
     p.add_argument("--overwrite", action="store_true", help="discard an existing sweep of the same name")
     p.add_argument(
+        "--lr-search",
+        choices=["grid", "adaptive"],
+        help="sweep.lr_search.mode: LR grid or adaptive eta_c search",
+    )
+    p.add_argument(
         "--analyze", action="store_true", help="analyze the sweep when it ends and print the verdicts"
     )
     p.add_argument(
@@ -38,9 +43,10 @@ def main(argv: list[str] | None = None) -> int:
         args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{storage / 'mlflow.db'}"
     )
     try:
+        mode = [f"sweep.lr_search.mode={args.lr_search}"] if args.lr_search else []
         result = sweep_command(
             args.config,
-            args.overrides,
+            [*args.overrides, *mode],
             name=args.name,
             storage=args.storage,
             dry_run=args.dry_run,

@@ -144,6 +144,12 @@ def train(
 )
 @click.option("--overwrite", is_flag=True, help="Discard an existing sweep of the same name first.")
 @click.option(
+    "--lr-search",
+    type=click.Choice(["grid", "adaptive"]),
+    help="Sets sweep.lr_search.mode: the LR grid, or an adaptive eta_c search per condition "
+    "(sweep.lr_search.lo/hi/seeds_per_point/max_trials/target_ci_ratio via --set).",
+)
+@click.option(
     "--analyze", "run_analyze", is_flag=True, help="Analyze the sweep when it ends and print the verdicts."
 )
 @_user_errors
@@ -154,14 +160,16 @@ def sweep(
     storage: str | None,
     dry_run: bool,
     overwrite: bool,
+    lr_search: str | None,
     run_analyze: bool,
 ) -> None:
-    """Run a seed x LR x format x model grid on Ray Tune (resumes when re-run)."""
+    """Run a seed x LR x format x model grid, or an adaptive eta_c search per condition, on Ray Tune (resumes
+    when re-run)."""
     from robustprec.sweep.launch import sweep_command
 
     result = sweep_command(
         config_path,
-        list(overrides),
+        [*overrides, *([f"sweep.lr_search.mode={lr_search}"] if lr_search else [])],
         name=name,
         storage=storage,
         dry_run=dry_run,

@@ -171,11 +171,23 @@ def _flops(v: float) -> str:
 
 
 def print_plan(plan: Any, console: Console | None = None) -> None:
-    """A `SweepPlan` as a table (one row per trial; first 50 and last 5 beyond 60 trials) and a totals line."""
+    """A `SweepPlan` as a table (one row per trial; first 50 and last 5 beyond 60 trials) and a totals line; in
+    adaptive mode, then its conditions and budget."""
     console = console or _out
+    if plan.trials:
+        _print_trials(plan, console)
+    else:
+        console.print(f"sweep {plan.name}: adaptive eta_c search -> {plan.root}")
+    for note in plan.notes:
+        console.print(f"note: {note}")
+    if plan.search:
+        print_search_plan(plan, console)
+
+
+def _print_trials(plan: Any, console: Console) -> None:
     console.print(f"sweep {plan.name}: {len(plan.trials)} trials -> {plan.root}")
     table = Table(box=box.SIMPLE, show_edge=False, pad_edge=False)
-    keys = list(plan.axes)
+    keys = [k for k in plan.axes if any(k in t.axes for t in plan.trials)]
     headers = [
         "trial",
         *(_PLAN_HEADERS.get(k, k.rsplit(".", 1)[-1]) for k in keys),
@@ -215,8 +227,62 @@ def print_plan(plan: Any, console: Console | None = None) -> None:
         f"total: {len(trials)} trials, {_flops(plan.total_flops)} FLOPs, {_fmt(plan.total_gpu_hours)} GPU-hours "
         f"at {plan.mfu:.0%} MFU of {plan.peak_flops / 1e12:,.1f} TFLOP/s peak (upper bound: diverged trials stop early)"
     )
-    for note in plan.notes:
-        console.print(f"note: {note}")
+
+
+def print_search_plan(plan: Any, console: Console | None = None) -> None:
+    """Adaptive mode: the conditions searched, the search settings and the budget (its upper bound)."""
+    from robustprec.sweep.adaptive import budget, condition_estimate, settings_of
+
+    console = console or _out
+    s, b = settings_of(plan), budget(plan)
+    table = Table(box=box.SIMPLE, show_edge=False, pad_edge=False, title="adaptive eta_c search")
+    for h in ("condition", "grid trials", "max trials", "FLOPs", "GPU-h"):
+        table.add_column(h, justify="left" if h == "condition" else "right", no_wrap=h != "condition")
+    for c in plan.search["conditions"]:
+        est = condition_estimate(c)
+        table.add_row(
+            c["label"],
+            str(len(c["grid"])),
+            str(s.max_trials),
+            _flops(s.max_trials * est.flops),
+            _fmt(s.max_trials * est.gpu_hours),
+        )
+    console.print(table)
+    start = (
+        "the sweep.lrs grid"
+        if plan.trials
+        else f"{s.coarse_points} log-spaced LRs x {s.seeds_per_point} seeds"
+    )
+    console.print(
+        f"search: LR in [{s.lo:g}, {s.hi:g}], coarse stage {start}, then {s.seeds_per_point} fresh seeds per point "
+        f"until CI upper/lower <= {s.target_ci_ratio:g} or {s.max_trials} trials per condition"
+    )
+    console.print(
+        f"budget: at most {b['max_trials']} trials x {b['conditions']} conditions = {b['trials']} trials, "
+        f"{_flops(b['flops'])} FLOPs, {_fmt(b['gpu_hours'])} GPU-hours at {plan.mfu:.0%} MFU "
+        "(upper bound: a search stops at its target, diverged trials stop early)"
+    )
+
+
+def search_line(search: dict[str, dict[str, Any]], limit: int = 4) -> str:
+    """Each condition's current eta_c and interval, e.g. `bf16 eta_c 3.1e-02 [2.2e-02, 4.0e-02] 12 trials`."""
+
+    def one(label: str, e: dict[str, Any]) -> str:
+        if e.get("value") is None:
+            return f"{label} eta_c ?"
+        lo, hi = e.get("ci") or (None, None)
+        mark = {"above": ">", "below": "<"}.get(e.get("censored") or "", "")
+        ci = f"[{_e(lo)}, {_e(hi)}]"
+        done = " done" if e.get("done") else ""
+        return f"{label} eta_c {mark}{_e(e['value'])} {ci} {e.get('trials', 0)} trials{done}"
+
+    items = [one(k, v) for k, v in search.items()]
+    more = f" · +{len(items) - limit} more" if len(items) > limit else ""
+    return " · ".join(items[:limit]) + more
+
+
+def _e(v: float | None) -> str:
+    return "?" if v is None else f"{v:.2e}"
 
 
 _STATUS_STYLE = {
@@ -245,10 +311,12 @@ class SweepProgress:
         parts = [f"[{_STATUS_STYLE.get(s, '')}]{s} {n}[/]" for s, n in counts.items()]
         recent = state["recent"]
         tail = f"  last: {recent[-1][0]} -> {recent[-1][1]}" if recent else ""
-        return f"trials {self.total}: " + " · ".join(parts) + tail
+        search = f"\n  {search_line(state['search'])}" if state.get("search") else ""
+        total = sum(counts.values()) if "search" in state else self.total
+        return f"trials {total}: " + " · ".join(parts) + tail + search
 
     def __call__(self, state: dict[str, Any]) -> None:
-        key = tuple(state["counts"].items())
+        key = (tuple(state["counts"].items()), repr(state.get("search")))
         if self.console.is_terminal:
             if not self._started:
                 self._live.start()
@@ -300,7 +368,10 @@ def print_sweep_results(outcome: Any, console: Console | None = None) -> None:
 def print_sweep_header(plan: Any, console: Console | None = None) -> None:
     """Where the sweep lives and how big it is, before it starts."""
     console = console or _out
-    console.print(f"sweep: {plan.name} (plan {plan.fingerprint}, {len(plan.trials)} trials)")
+    size = f"{len(plan.trials)} trials"
+    if plan.search:
+        size = f"adaptive eta_c search of {len(plan.search['conditions'])} condition(s), {size} so far"
+    console.print(f"sweep: {plan.name} (plan {plan.fingerprint}, {size})")
     console.print(f"storage: {plan.root}")
 
 
@@ -320,6 +391,8 @@ def print_sweep_footer(outcome: Any, console: Console | None = None) -> None:
     console = console or _out
     root = Path(outcome.plan.root)
     console.print(f"records: {root / 'trials'}  table: {root / 'trials.parquet'}")
+    if outcome.plan.search:
+        console.print(f"eta_c search: {root / 'search.json'}")
     parent = outcome.tracking.get("parent_run_id")
     if parent:
         uri = outcome.tracking["tracking_uri"]

@@ -170,6 +170,31 @@ class TrainConfig(_Strict):
         return self
 
 
+class LRSearchConfig(_Strict):
+    """How a sweep places learning rates: `grid` (the `sweep.lrs` x `sweep.seeds` grid, default) or `adaptive`
+    (per condition, an η_c search over [lo, hi]: a coarse bracket, or the `sweep.lrs` grid when given, then points
+    where η_c's interval shrinks most, with fresh seeds, until the CI ratio upper/lower <= `target_ci_ratio` or
+    `max_trials` trials of the condition ran; `robustprec.sweep.lr_search`)."""
+
+    mode: Literal["grid", "adaptive"] = "grid"
+    lo: float | None = Field(
+        default=None, gt=0, description="adaptive: lowest LR (default: the grid's lowest)"
+    )
+    hi: float | None = Field(
+        default=None, gt=0, description="adaptive: highest LR (default: the grid's highest)"
+    )
+    seeds_per_point: int = Field(default=2, ge=1, description="adaptive: fresh seeds per LR proposed")
+    max_trials: int = Field(
+        default=24, ge=1, description="adaptive: trials per condition at most (grid included)"
+    )
+    target_ci_ratio: float = Field(
+        default=1.5, gt=1, description="adaptive: stop when CI upper/lower <= this"
+    )
+    coarse_points: int = Field(
+        default=4, ge=2, description="adaptive without sweep.lrs: LRs of the coarse bracket"
+    )
+
+
 class SweepConfig(_Strict):
     """Axes of a sweep; expanded into trials by the sweep planner."""
 
@@ -189,6 +214,7 @@ class SweepConfig(_Strict):
     )
     resources: dict[str, float] = Field(default_factory=lambda: {"CPU": 1.0})
     max_concurrent: int | None = Field(default=None, gt=0)
+    lr_search: LRSearchConfig = Field(default_factory=LRSearchConfig)
 
 
 class TrackingConfig(_Strict):

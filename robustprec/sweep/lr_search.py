@@ -56,6 +56,15 @@ class EtaCSearch:
     outcomes: list[tuple[float, int, bool]] = field(default_factory=list)  # (lr, seed, diverged)
     proposed: int = 0
     next_seed: int = 0
+    lost: int = 0  # proposed trials that ended without an outcome (errors): not waited for
+
+    def start_after(self, trials: int, seeds: list[int]) -> None:
+        """Take `trials` already planned (a grid over `seeds`) as the coarse stage, in place of the bracket."""
+        self.proposed = trials
+        self.next_seed = max(seeds, default=-1) + 1
+
+    def _waiting(self) -> bool:
+        return self.proposed > len(self.outcomes) + self.lost
 
     def _batch(self, lrs: list[float]) -> list[tuple[float, int]]:
         room = self.settings.max_trials - self.proposed
@@ -66,7 +75,7 @@ class EtaCSearch:
 
     def propose(self) -> list[tuple[float, int]]:
         """The next batch of (lr, seed) to run, once every earlier batch has reported; [] when done."""
-        if self.proposed > len(self.outcomes) or self.done():
+        if self._waiting() or self.done():
             return []
         s = self.settings
         if self.proposed == 0:
@@ -76,8 +85,14 @@ class EtaCSearch:
     def record(self, lr: float, seed: int, diverged: bool) -> None:
         self.outcomes.append((float(lr), int(seed), bool(diverged)))
 
+    def lose(self) -> None:
+        """A proposed trial ended without an outcome (an error): the search goes on without it."""
+        self.lost += 1
+
     def estimate(self) -> EtaC:
-        lr, seed, div = zip(*self.outcomes, strict=True) if self.outcomes else ((), (), ())
+        """The fit on every outcome so far, in a fixed order (so a resumed search proposes what it would have)."""
+        ordered = sorted(self.outcomes)
+        lr, seed, div = zip(*ordered, strict=True) if ordered else ((), (), ())
         return fit_eta_c(np.array(lr), np.array(div), np.array(seed), n_boot=self.settings.n_boot)
 
     def ci_ratio(self, est: EtaC | None = None) -> float:
@@ -88,7 +103,7 @@ class EtaCSearch:
     def done(self) -> bool:
         if self.proposed >= self.settings.max_trials:
             return True
-        if not self.outcomes or self.proposed > len(self.outcomes):
+        if not self.outcomes or self._waiting():
             return False
         est = self.estimate()
         return est.censored is not None or self.ci_ratio(est) <= self.settings.target_ci_ratio
@@ -122,8 +137,10 @@ class EtaCSearch:
             "outcomes": [list(o) for o in self.outcomes],
             "proposed": self.proposed,
             "next_seed": self.next_seed,
+            "lost": self.lost,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.outcomes = [(float(a), int(b), bool(c)) for a, b, c in state["outcomes"]]
         self.proposed, self.next_seed = int(state["proposed"]), int(state["next_seed"])
+        self.lost = int(state.get("lost", 0))

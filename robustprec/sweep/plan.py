@@ -6,6 +6,10 @@ Axis order (outermost first, also the order of the parts of a trial id): `model.
 `optim.lr`, `seed`, then `sweep.axes` in the order given. A trial id is built from the axes that are swept,
 e.g. `tiny-bf16-lr3e-03-s0` or `tiny-sim_E4M3-lr1e-02-s2-qk_norm=true`. `sweep.exclude` removes grid points
 (e.g. an extra axis run for two formats only).
+
+In `sweep.lr_search.mode: adaptive` the plan also holds `search` (settings and conditions, `sweep/adaptive.py`):
+its trials are the `sweep.lrs` grid if one is given (else none), and the η_c searcher appends the trials it
+proposes while the sweep runs.
 """
 
 from __future__ import annotations
@@ -399,6 +403,7 @@ class SweepPlan:
     peak_flops: float = DEFAULT_PEAK_FLOPS
     base_config: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    search: dict[str, Any] | None = None  # adaptive mode: settings, conditions, trials added (sweep.adaptive)
 
     def __len__(self) -> int:
         return len(self.trials)
@@ -417,9 +422,27 @@ class SweepPlan:
 
     @property
     def fingerprint(self) -> str:
-        """Hash of the trial ids and configs (`sweep` sections excluded): equal plans run the same trials."""
-        body = [[t.trial_id, config_fingerprint(t.config)] for t in self.trials]
+        """Hash of the trial ids and configs (`sweep` sections excluded): equal plans run the same trials. In
+        adaptive mode: the planned trials, the search settings and the conditions (not the trials it added)."""
+        added = set(self.search["trials"]) if self.search else set()
+        body: list[Any] = [
+            [t.trial_id, config_fingerprint(t.config)] for t in self.trials if t.trial_id not in added
+        ]
+        if self.search:
+            conds = [[c["id"], config_fingerprint(c["config"])] for c in self.search["conditions"]]
+            body = [body, self.search["settings"], conds]
         return hashlib.sha256(_canon(body).encode()).hexdigest()[:16]
+
+    def adopt(self, previous: SweepPlan) -> None:
+        """Take the trials an adaptive search added to `previous` (the same plan, resumed)."""
+        if not (self.search and previous.search):
+            return
+        have = set(self.trial_ids)
+        for t in previous.trials:
+            if t.trial_id in previous.search["trials"] and t.trial_id not in have:
+                self.trials.append(t)
+                self.estimates[t.trial_id] = previous.estimates[t.trial_id]
+                self.search["trials"].append(t.trial_id)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -433,6 +456,7 @@ class SweepPlan:
             "totals": {"trials": len(self), "flops": self.total_flops, "gpu_hours": self.total_gpu_hours},
             "notes": self.notes,
             "base_config": self.base_config,
+            "search": self.search,
             "trials": [  # TrialSpec's fields without asdict's deep copy
                 {
                     **{f.name: getattr(t, f.name) for f in fields(t)},
@@ -465,6 +489,7 @@ class SweepPlan:
             peak_flops=data["peak_flops"],
             base_config=data.get("base_config", {}),
             notes=data.get("notes", []),
+            search=data.get("search"),
         )
 
     def write(self, path: str | Path | None = None) -> Path:
@@ -625,7 +650,7 @@ def plan_sweep(
             f"data.tokenizer is not 'byte' and presets {', '.join(sorted(assumed))} set no vocab_size: "
             f"estimates assume a {ASSUMED_VOCAB}-token vocabulary (set model.vocab_size to make them exact)"
         )
-    return SweepPlan(
+    plan = SweepPlan(
         name=name,
         root=sweep_dir,
         trials=trials,
@@ -636,3 +661,8 @@ def plan_sweep(
         base_config=base,
         notes=notes,
     )
+    if cfg.sweep.lr_search.mode == "adaptive":
+        from robustprec.sweep.adaptive import attach_search
+
+        attach_search(plan, cfg)
+    return plan

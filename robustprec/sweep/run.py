@@ -2,7 +2,8 @@
 divergence as a result, resume by re-running the same command.
 
 Layout of a sweep directory (`plan.root`):
-    plan.json            the expanded plan (compared on resume)
+    plan.json            the expanded plan (compared on resume); an adaptive search appends its trials
+    search.json          adaptive mode: each condition's current η_c, interval and trials
     tune/                Ray Tune's experiment state (what `Tuner.restore` reads)
     trials/<trial_id>/   each trial's record: config.yaml, curve.parquet, summary.json (or error.json)
     trials.parquet       one row per trial, written when the sweep ends
@@ -17,7 +18,7 @@ import os
 import shutil
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -81,7 +82,7 @@ def trial_status(spec: TrialSpec) -> tuple[str, dict[str, Any]]:
 def result_rows(plan: SweepPlan) -> list[dict[str, Any]]:
     """One flat row per trial (axes, status and summary numbers), read from the records."""
     rows = []
-    for spec in plan.trials:
+    for spec in list(plan.trials):
         status, data = trial_status(spec)
         row: dict[str, Any] = {"trial_id": spec.trial_id, **spec.axes, "status": status}
         for k in ("reason", "diverged_at", "diverged_phase", "instability_events", "final_eval_loss",
@@ -118,6 +119,7 @@ def prepare_sweep_dir(plan: SweepPlan, overwrite: bool = False) -> bool:
                 f"sweep {plan.name!r} in {str(root)!r} was started with a different plan; "
                 "use another --name, or --overwrite to discard it"
             )
+        plan.adopt(previous)  # the trials an adaptive search added before
         return True
     plan.write(plan_file)
     return False
@@ -154,7 +156,7 @@ def _tune_trial(config: dict[str, Any], specs: dict[str, dict[str, Any]]) -> Non
 
     from robustprec.sweep.trial import run_trial
 
-    spec = TrialSpec.from_dict(specs[config["trial_id"]])
+    spec = TrialSpec.from_dict(config["spec"] if "spec" in config else specs[config["trial_id"]])
     if spec.cfg.train.threads is None and resolve_launcher(spec) == "direct":
         # as many intra-op threads as CPUs this trial holds (torch would take every core of the machine)
         threads = max(1, int(_trial_resources(spec).get("CPU", 1)))
@@ -199,13 +201,14 @@ def _stopper() -> Any:
 
 
 def status_counts(plan: SweepPlan, finished: dict[str, tuple[str, float]] | None = None) -> dict[str, Any]:
-    """Trials by status, read from the records (a trial with a record folder but no summary is running).
+    """Trials by status, read from the records (a trial with a record folder but no summary is running); in
+    adaptive mode also `search`: each condition's current η_c, interval and trials (`LiveSearch`).
 
     `finished` (trial id -> (status, time)) remembers ended trials between calls, so a poll re-reads only the
     trials still pending or running."""
     finished = {} if finished is None else finished
     counts = dict.fromkeys(STATUSES, 0)
-    for spec in plan.trials:
+    for spec in list(plan.trials):
         if spec.trial_id in finished:
             status = finished[spec.trial_id][0]
         else:
@@ -218,7 +221,13 @@ def status_counts(plan: SweepPlan, finished: dict[str, tuple[str, float]] | None
                 finished[spec.trial_id] = (status, done.stat().st_mtime if done.exists() else 0.0)
         counts[status] = counts.get(status, 0) + 1
     recent = sorted((t, tid, st) for tid, (st, t) in finished.items())[-5:]
-    return {"counts": counts, "recent": [(tid, st) for _, tid, st in recent]}
+    state: dict[str, Any] = {"counts": counts, "recent": [(tid, st) for _, tid, st in recent]}
+    if plan.search:
+        from robustprec.sweep.adaptive import running
+
+        search = running(plan.root)
+        state["search"] = search.snapshot() if search is not None else {}
+    return state
 
 
 class Tracker:
@@ -257,7 +266,7 @@ class Tracker:
         with self._lock:
             if self.mirror is None:
                 return
-            for spec in self.plan.trials:
+            for spec in list(self.plan.trials):
                 if spec.trial_id in self._logged or not (Path(spec.out_dir) / SUMMARY_FILE).exists():
                     continue
                 try:
@@ -313,7 +322,8 @@ def run_sweep(
     tracking_uri: str | None = None,
     on_parent: Callable[[dict[str, Any]], None] | None = None,
 ) -> SweepOutcome:
-    """Run (or resume) every trial of `plan` on the current Ray cluster (a local one is started if needed).
+    """Run (or resume) every trial of `plan` on the current Ray cluster (a local one is started if needed); in
+    adaptive mode (`plan.search`), every condition's η_c search, which adds its trials to the plan as it goes.
 
     Completed trials are never re-run. `progress(counts)` is called about once a second with `status_counts`.
     Finished trials are mirrored to MLflow (`tracking.enabled`; URI: `tracking_uri`, `tracking.uri`,
@@ -321,7 +331,7 @@ def run_sweep(
     parent run id once it exists.
     """
     t0 = time.perf_counter()
-    for spec in plan.trials:
+    for spec in [*plan.trials, *_condition_specs(plan)]:
         validate_trial(spec)
     resumed = prepare_sweep_dir(plan, overwrite)
     tracker = _tracker(plan, tracking_uri)
@@ -333,11 +343,12 @@ def run_sweep(
     pending = [s for s in plan.trials if trial_status(s)[0] == "pending"]
     for spec in pending:  # each run of the command gives unfinished trials a fresh budget of retries
         reset_attempts(spec.out_dir)
-    if pending:
+    if pending or plan.search:
         show = progress or (lambda _: None)
         finished: dict[str, tuple[str, float]] = {}
         tracking_thread = _Poller(tracker.tick, interval=2.0) if tracker is not None else None
         with (
+            _live_search(plan),
             _Poller(lambda: show(status_counts(plan, finished))),
             tracking_thread or contextlib.nullcontext(),
         ):
@@ -349,13 +360,71 @@ def run_sweep(
     return SweepOutcome(plan, rows, resumed, time.perf_counter() - t0, counts, tracking)
 
 
+def _condition_specs(plan: SweepPlan) -> list[TrialSpec]:
+    """Adaptive mode: one TrialSpec per condition (its config at the base LR and seed), for checks and settings."""
+    if not plan.search:
+        return []
+    root = Path(plan.root) / TRIALS_DIR
+    return [TrialSpec(c["label"], c["config"], str(root / "_"), c["axes"]) for c in plan.search["conditions"]]
+
+
+def _base_cfg(plan: SweepPlan) -> Any:
+    specs = plan.trials or _condition_specs(plan)
+    return specs[0].cfg if specs else None
+
+
+@contextlib.contextmanager
+def _live_search(plan: SweepPlan) -> Iterator[None]:
+    """Adaptive mode: the driver-side state the searcher adds trials to (see `adaptive.LiveSearch`)."""
+    if not plan.search:
+        yield
+        return
+    from robustprec.sweep import adaptive
+
+    adaptive.register(plan)
+    try:
+        yield
+    finally:
+        adaptive.unregister(plan)
+
+
 def _tracker(plan: SweepPlan, tracking_uri: str | None) -> Tracker | None:
-    cfg = plan.trials[0].cfg if plan.trials else None
+    cfg = _base_cfg(plan)
     if cfg is None or not cfg.tracking.enabled:
         return None
     from robustprec.tracking.mlflow_mirror import default_tracking_uri
 
     return Tracker(plan, tracking_uri or cfg.tracking.uri or default_tracking_uri(), cfg.tracking.experiment)
+
+
+def _trainable(plan: SweepPlan) -> tuple[Any, bool]:
+    """The Tune trainable (specs of planned trials by id; a searcher's trials carry theirs in the config), with
+    each trial's resources, and whether all trials ask for the same resources (then actors are reused)."""
+    from ray import tune
+
+    specs = {s.trial_id: s.to_dict() for s in plan.trials}
+    resources = {s.trial_id: _trial_resources(s) for s in [*plan.trials, *_condition_specs(plan)]}
+
+    def request(config: dict[str, Any]) -> dict[str, float]:
+        if "spec" in config:
+            return _trial_resources(TrialSpec.from_dict(config["spec"]))
+        return resources[config["trial_id"]]
+
+    trainable = tune.with_resources(tune.with_parameters(_tune_trial, specs=specs), resources=request)
+    return trainable, len({tuple(sorted(r.items())) for r in resources.values()}) <= 1
+
+
+def _search_space(plan: SweepPlan, pending: list[TrialSpec]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Tune's param space and search settings: a grid over the pending trial ids, or (adaptive mode) the η_c
+    searcher, whose configs carry their specs, for at most the budget's trials."""
+    from ray import tune
+
+    if not plan.search:
+        return {"trial_id": tune.grid_search([s.trial_id for s in pending])}, {}
+    from robustprec.sweep.adaptive import budget
+    from robustprec.sweep.searcher import EtaCSearcher
+
+    return {}, {"search_alg": EtaCSearcher(plan.root), "num_samples": budget(plan)["trials"]}
 
 
 def _fit(plan: SweepPlan, pending: list[TrialSpec], resumed: bool) -> None:
@@ -367,28 +436,24 @@ def _fit(plan: SweepPlan, pending: list[TrialSpec], resumed: bool) -> None:
     # On an interrupted sweep Tune warns once per trial that never started ("Could not fetch metrics"), a wall of
     # false alarms: the records say what is pending, and the resume hint is printed by the CLI.
     logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
-    specs = {s.trial_id: s.to_dict() for s in plan.trials}
-    resources = {s.trial_id: _trial_resources(s) for s in plan.trials}
-    trainable = tune.with_resources(
-        tune.with_parameters(_tune_trial, specs=specs),
-        resources=lambda config: resources[config["trial_id"]],
-    )
-    cfg = plan.trials[0].cfg
-    same_resources = len({tuple(sorted(r.items())) for r in resources.values()}) == 1
+    trainable, same_resources = _trainable(plan)
+    cfg = _base_cfg(plan)
     tune_path = Path(plan.root) / TUNE_DIR
     if resumed and tune.Tuner.can_restore(str(tune_path / plan.name)):
         tuner = tune.Tuner.restore(
             str(tune_path / plan.name), trainable=trainable, resume_unfinished=True, resume_errored=True
         )
     else:
+        space, search = _search_space(plan, pending)
         tuner = tune.Tuner(
             trainable,
-            param_space={"trial_id": tune.grid_search([s.trial_id for s in pending])},
+            param_space=space,
             tune_config=tune.TuneConfig(
                 max_concurrent_trials=cfg.sweep.max_concurrent,
                 reuse_actors=same_resources,  # warm processes: imports and DeepSpeed set-up paid once
                 trial_name_creator=lambda t: t.config["trial_id"],
                 trial_dirname_creator=lambda t: t.config["trial_id"],
+                **search,
             ),
             run_config=tune.RunConfig(
                 name=plan.name,
