@@ -221,7 +221,7 @@ def _counts(x: Tensor, r: _Out) -> Tensor:
 
 def _post_per_row(post: Tensor, rows: int, block: tuple[int, int]) -> Tensor:
     """A scheme's per-tile output factor (batch, row tiles, 1, col tiles, 1) as (rows or 1, col tiles)."""
-    if block[0] <= 1:
+    if block[0] <= 1 or post.shape[1] == 1:  # per row, or one factor for the whole tensor (NVFP4)
         return post.reshape(-1, post.shape[3])
     return post.expand(-1, -1, block[0], -1, -1).reshape(rows, post.shape[3])
 

@@ -118,17 +118,17 @@ def _mm_tf32_fake(a: Tensor, b: Tensor) -> Tensor:
 
 
 @torch.library.custom_op("robustprec::advance_stream", mutates_args=("calls",))
-def _advance_stream(calls: Tensor, base: Tensor) -> Tensor:
-    """Advance the call counter by one and return this call's stream key, base + 4·calls. An opaque op: the
+def _advance_stream(calls: Tensor, base: Tensor, stride: int) -> Tensor:
+    """Advance the call counter by one and return this call's stream key, base + stride·calls. An opaque op: the
     compiled backward must read the key saved by its forward, and AOT autograd would otherwise recompute it there
     from the counter buffer, which the forward has advanced by then (measured: wrong grad keys in every SimLinear
     but the last, under aot_eager and inductor)."""
     calls.add_(1)
-    return base + calls * 4
+    return base + calls * stride
 
 
 @_advance_stream.register_fake
-def _advance_stream_fake(calls: Tensor, base: Tensor) -> Tensor:
+def _advance_stream_fake(calls: Tensor, base: Tensor, stride: int) -> Tensor:
     return torch.empty_like(base)
 
 
@@ -179,16 +179,26 @@ class _SimState:
             gemm_output == "bf16", self.plans.get("grad"), self.store["grad"],
         )  # fmt: skip
         self.stochastic = any(f.rounding == "stochastic" for f in formats.values())
+        self.recipe: Any = None  # training recipes: a recipe_linear.RecipeGemms and its forward
+        self.recipe_forward: Any = None
+        # act, weight: ovf, unf, numel; the sink's gradient: the grad operand's
+        self._init_streams(seed, device, (2, 3), (3,), stride=4)
+
+    def _init_streams(
+        self, seed: int, device: torch.device, counts: tuple[int, ...], sink: tuple[int, ...], stride: int
+    ) -> None:
+        """Stochastic-rounding counters (stream keys ``base + stride·call``) and telemetry tensors."""
         self.telemetry = True
         self.evaluating = False
+        self.stride = stride
         i64 = {"dtype": torch.int64, "device": device}
         self.seed = int(seed)
         self.train_base = torch.tensor(mix64_int(self.seed), **i64)
         self.eval_base = torch.tensor(mix64_int(self.seed ^ EVAL_SEED), **i64)
         self.calls = torch.zeros((), **i64)  # calls of converted modules so far: the training stream position
         self.eval_calls = torch.zeros((), **i64)
-        self.counts = torch.zeros(2, 3, dtype=torch.float64, device=device)  # act, weight: ovf, unf, numel
-        self.sink = torch.zeros(3, dtype=torch.float64, device=device, requires_grad=True)  # grad counts
+        self.counts = torch.zeros(*counts, dtype=torch.float64, device=device)  # forward counts
+        self.sink = torch.zeros(*sink, dtype=torch.float64, device=device, requires_grad=True)  # backward's
 
     def to(self, device: torch.device) -> None:
         """Move the counters and telemetry tensors to `device` (a no-op if they are there)."""
@@ -203,7 +213,7 @@ class _SimState:
         if not self.stochastic:
             return None
         calls, base = (self.eval_calls, self.eval_base) if self.evaluating else (self.calls, self.train_base)
-        return _advance_stream(calls, base)
+        return _advance_stream(calls, base, self.stride)
 
     @property
     def counting(self) -> bool:
@@ -283,6 +293,8 @@ class SimLinear(nn.Linear):
         # Autocast off: the simulated format, not bf16/fp16 autocast, sets the operand precision.
         st = self._sim
         with _no_autocast(input.device.type):
+            if st.recipe is not None:  # a training recipe (robustprec.numerics.recipe_linear)
+                return st.recipe_forward(self, input)
             key = st.next_key()
             xq = st.operand("act", input, key)
             wq = st.operand("weight", self.weight, key)
@@ -296,6 +308,8 @@ class SimLinear(nn.Linear):
         return self
 
     def extra_repr(self) -> str:
+        if self._sim.recipe is not None:
+            return f"{super().extra_repr()}, recipe={self._sim.recipe.name}"
         fmts = ", ".join(f"{k}={f.spec}" for k, f in self._sim.formats.items())
         return f"{super().extra_repr()}, sim=({fmts})"
 
