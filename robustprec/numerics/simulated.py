@@ -151,9 +151,13 @@ class _Gemms:
     out_bf16: bool
     grad_plan: QuantPlan | None
     grad_store: torch.dtype
+    wgrad_hp: torch.dtype | None = None  # wgrad unquantized, from operands in this dtype (numerics.wgrad: high)
 
     def output(self, out: Tensor) -> Tensor:
         return out.to(torch.bfloat16).float() if self.out_bf16 else out
+
+
+_HP_CARRIER = {torch.bfloat16: "bf16", torch.float32: "fp32"}
 
 
 def _store_dtype(fmt: FloatFormat | None) -> torch.dtype:
@@ -166,7 +170,12 @@ class _SimState:
     telemetry tensors (all on one device)."""
 
     def __init__(
-        self, formats: dict[str, FloatFormat], seed: int, device: torch.device, gemm_output: str
+        self,
+        formats: dict[str, FloatFormat],
+        seed: int,
+        device: torch.device,
+        gemm_output: str,
+        wgrad_hp: torch.dtype | None = None,
     ) -> None:
         if gemm_output not in GEMM_OUTPUTS:
             raise ValueError(f"gemm_output must be one of {', '.join(GEMM_OUTPUTS)}; got {gemm_output!r}")
@@ -174,9 +183,10 @@ class _SimState:
         self.plans = {k: quant_plan(f) for k, f in formats.items()}
         act, weight, grad = (formats.get(k) for k in OPERANDS)
         self.store = {k: _store_dtype(formats.get(k)) for k in OPERANDS}
+        wgrad = gemm_carrier(grad, act) if wgrad_hp is None else _HP_CARRIER[wgrad_hp]
         self.gemms = _Gemms(
-            gemm_carrier(act, weight), gemm_carrier(grad, weight), gemm_carrier(grad, act),
-            gemm_output == "bf16", self.plans.get("grad"), self.store["grad"],
+            gemm_carrier(act, weight), gemm_carrier(grad, weight), wgrad,
+            gemm_output == "bf16", self.plans.get("grad"), self.store["grad"], wgrad_hp,
         )  # fmt: skip
         self.stochastic = any(f.rounding == "stochastic" for f in formats.values())
         self.recipe: Any = None  # training recipes: a recipe_linear.RecipeGemms and its forward
@@ -247,7 +257,9 @@ class _SimLinearFn(torch.autograd.Function):
         out = carrier_mm(xq.reshape(-1, xq.shape[-1]), wq.t(), gemms.fwd)
         if bias is not None:
             out = out + bias.float()
-        ctx.save_for_backward(xq, wq, key)
+        # wgrad: high keeps the unquantized input (in the base precision) for the grad-weight GEMM
+        xw = xq if gemms.wgrad_hp is None else x.detach().to(gemms.wgrad_hp)
+        ctx.save_for_backward(wq, key, xw)
         ctx.gemms = gemms
         ctx.meta = (x.dtype, weight.dtype, None if bias is None else bias.dtype)
         return (
@@ -258,7 +270,7 @@ class _SimLinearFn(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx: Any, grad_out: Tensor) -> tuple[Tensor | None, ...]:
-        xq, wq, key = ctx.saved_tensors
+        wq, key, xw = ctx.saved_tensors
         gemms: _Gemms = ctx.gemms
         x_dtype, w_dtype, b_dtype = ctx.meta
         g = grad_out.reshape(-1, grad_out.shape[-1]).float()
@@ -272,7 +284,8 @@ class _SimLinearFn(torch.autograd.Function):
             dx = gemms.output(carrier_mm(gq, wq, gemms.dgrad))
             dx = dx.reshape(*grad_out.shape[:-1], wq.shape[1]).to(x_dtype)
         if ctx.needs_input_grad[1]:
-            dw = gemms.output(carrier_mm(gq.t(), xq.reshape(-1, xq.shape[-1]), gemms.wgrad)).to(w_dtype)
+            gw = gq if gemms.wgrad_hp is None else g.to(gemms.wgrad_hp)
+            dw = gemms.output(carrier_mm(gw.t(), xw.reshape(-1, xw.shape[-1]), gemms.wgrad)).to(w_dtype)
         if b_dtype is not None and ctx.needs_input_grad[2]:
             db = g.sum(0).to(b_dtype)
         return dx, dw, db, None, None, None, counts, None
@@ -453,6 +466,7 @@ def apply_simulated(
     seed: int | None = None,
     device: torch.device | str | None = None,
     gemm_output: str = "fp32",
+    wgrad_hp: torch.dtype | None = None,
 ) -> SimulatedHandle:
     """Convert the `nn.Linear` modules of `model` whose qualified name matches an `include` glob and no
     `exclude` glob into `SimLinear`, in place.
@@ -461,13 +475,14 @@ def apply_simulated(
     missing from the dict are not quantized). Only modules of class exactly `nn.Linear` are converted.
     `seed` selects the stochastic-rounding streams (default 0). `device` is where the counters are created
     (default: the first converted weight's device); they follow the modules on `.to(device)`. `gemm_output`
-    ``bf16`` rounds GEMM outputs to bfloat16. Raises ValueError if nothing matched.
+    ``bf16`` rounds GEMM outputs to bfloat16. `wgrad_hp` (a dtype) computes the grad-weight GEMM from the
+    unquantized input and output gradient in that dtype. Raises ValueError if nothing matched.
     """
     formats = _resolve_formats(fmt, operands)
     matched = _match(model, tuple(include), tuple(exclude))
     if device is None:
         device = next(iter(matched.values())).weight.device
-    state = _SimState(formats, 0 if seed is None else seed, torch.device(device), gemm_output)
+    state = _SimState(formats, 0 if seed is None else seed, torch.device(device), gemm_output, wgrad_hp)
     converted: dict[str, SimLinear] = {}
     for name, mod in matched.items():
         mod.__class__ = SimLinear
