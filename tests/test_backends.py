@@ -189,7 +189,12 @@ RECIPE_RUNS = {
 
 
 def _recipe_run(tmp_path, backend: str, steps: int = 20):
-    sets = {"numerics.backend": backend, "train.steps": steps, "train.eval_interval": steps, **RECIPE_RUNS[backend]}
+    sets = {
+        "numerics.backend": backend,
+        "train.steps": steps,
+        "train.eval_interval": steps,
+        **RECIPE_RUNS[backend],
+    }
     return run(tmp_path, backend.replace(":", "_"), **sets)
 
 
@@ -208,7 +213,9 @@ def test_mxfp4_underflows_more_than_mxfp8(tmp_path):
     s8, c8 = _recipe_run(tmp_path, "sim:mxfp8")
     s4, c4 = _recipe_run(tmp_path, "sim:mxfp4")
     assert s8["status"] == s4["status"] == "converged"
-    assert s8["final_eval_loss"] < s8["initial_loss"] - 0.5 and s4["final_eval_loss"] < s4["initial_loss"] - 0.5
+    assert (
+        s8["final_eval_loss"] < s8["initial_loss"] - 0.5 and s4["final_eval_loss"] < s4["initial_loss"] - 0.5
+    )
     for op in ("act", "weight", "grad"):
         u8, u4 = (c[f"{op}_underflow_frac"].drop_null().to_pylist() for c in (c8, c4))
         assert u8 and max(u8) < min(u4), (op, u8, u4)

@@ -89,7 +89,9 @@ def _gemms(recipe: TrainingRecipe, base: torch.dtype, gemm_output: str) -> Recip
         None if s is None else _Slot(recipe_plan(s.recipe, s.stochastic), s.rht, s.stochastic)
         for s in recipe.slots
     )
-    hp_carrier = "bf16" if base == torch.bfloat16 else "fp32"  # unquantized slots multiply base-precision values
+    hp_carrier = (
+        "bf16" if base == torch.bfloat16 else "fp32"
+    )  # unquantized slots multiply base-precision values
 
     def carrier(i: int) -> str:
         return hp_carrier if slots[i] is None or slots[i + 1] is None else "bf16"
@@ -100,7 +102,9 @@ def _gemms(recipe: TrainingRecipe, base: torch.dtype, gemm_output: str) -> Recip
             multiple = math.lcm(multiple, s.plan.recipe.row_multiple)
         if s is not None and i in (4, 5):  # wgrad: tokens are K
             multiple = math.lcm(multiple, s.plan.recipe.k_multiple, 16 if s.rht else 1)
-    return RecipeGemms(recipe.name, slots, carrier(0), carrier(2), carrier(4), base, gemm_output == "bf16", multiple)
+    return RecipeGemms(
+        recipe.name, slots, carrier(0), carrier(2), carrier(4), base, gemm_output == "bf16", multiple
+    )
 
 
 def _outer(pa: Tensor | None, pb: Tensor | None, c: int) -> Tensor:
@@ -123,7 +127,9 @@ def scaled_mm(a: Tensor, pa: Tensor | None, b: Tensor, pb: Tensor | None, carrie
     k = a.shape[1] // chunks
     out = None
     for c in range(chunks):  # FP32 promotion per K chunk, as DeepSeek-V3's fine-grained FP8 GEMM
-        part = carrier_mm(a[:, c * k : (c + 1) * k], b[:, c * k : (c + 1) * k].t(), carrier) * _outer(pa, pb, c)
+        part = carrier_mm(a[:, c * k : (c + 1) * k], b[:, c * k : (c + 1) * k].t(), carrier) * _outer(
+            pa, pb, c
+        )
         out = part if out is None else out + part
     assert out is not None
     return out
@@ -132,7 +138,9 @@ def scaled_mm(a: Tensor, pa: Tensor | None, b: Tensor, pb: Tensor | None, carrie
 _Q = tuple[Tensor, Tensor | None, Tensor | None]
 
 
-def _quantize(t: Tensor, slot: _Slot | None, base: torch.dtype, key: Tensor | None, i: int, stats: bool) -> _Q:
+def _quantize(
+    t: Tensor, slot: _Slot | None, base: torch.dtype, key: Tensor | None, i: int, stats: bool
+) -> _Q:
     """One slot's operand (2-D, blocks along the last dim): (values, output factors, counts or None)."""
     if slot is None:
         return t.to(base), None, None
@@ -302,4 +310,3 @@ def apply_recipe(
         mod.__class__ = SimLinear
         mod._sim = state
     return RecipeHandle(dict(matched), r, state)  # type: ignore[arg-type]
-

@@ -160,7 +160,9 @@ def parse_recipe(spec: str) -> Recipe:
         mode = _choice(spec, "scale", _knobs(spec, name, text, ("scale",)).get("scale", "rceil"), MX_MODES)
         return Recipe(f"{name}:scale={mode}", _MX_ELEMENTS[name], (1, 32), MXScale(mode))
     if name == "nvfp4":
-        tile = _choice(spec, "tile", _knobs(spec, name, text, ("tile",)).get("tile", "1x16"), tuple(_NVFP4_TILES))
+        tile = _choice(
+            spec, "tile", _knobs(spec, name, text, ("tile",)).get("tile", "1x16"), tuple(_NVFP4_TILES)
+        )
         canonical = "nvfp4" if tile == "1x16" else f"nvfp4:tile={tile}"
         return Recipe(canonical, "float4_e2m1fn", _NVFP4_TILES[tile], NVFP4Scale())
     if name in ("fp8_tensorwise", "fp8_rowwise", "fp8_block"):

@@ -47,8 +47,8 @@ __all__ = [
     "RecipeStats",
     "quantize_recipe",
     "quantize_recipe_with_stats",
-    "recipe_plan",
     "recipe_operand",
+    "recipe_plan",
     "recipe_scales",
     "recipe_values",
 ]
@@ -133,7 +133,9 @@ class _Out(NamedTuple):
     clamped: Tensor  # blocks whose scale clamped
     scale: Tensor  # block scales (`recipe_scales`)
     vals: Tensor  # what a hardware GEMM multiplies: exact in bfloat16 for every recipe
-    post: Tensor | None  # FP32 factor per tile that the GEMM applies to its output (None: 1, folded into vals)
+    post: (
+        Tensor | None
+    )  # FP32 factor per tile that the GEMM applies to its output (None: 1, folded into vals)
 
 
 def _mx(xt: Tensor, p: RecipePlan, stats: bool, key: Tensor | None) -> _Out:

@@ -151,7 +151,9 @@ class _Gemms:
     out_bf16: bool
     grad_plan: QuantPlan | None
     grad_store: torch.dtype
-    wgrad_hp: torch.dtype | None = None  # wgrad unquantized, from operands in this dtype (numerics.wgrad: high)
+    wgrad_hp: torch.dtype | None = (
+        None  # wgrad unquantized, from operands in this dtype (numerics.wgrad: high)
+    )
 
     def output(self, out: Tensor) -> Tensor:
         return out.to(torch.bfloat16).float() if self.out_bf16 else out

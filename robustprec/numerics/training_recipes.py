@@ -37,7 +37,13 @@ GEMMS = ("fwd", "dgrad", "wgrad")
 SLOTS = (("fwd", "act"), ("fwd", "weight"), ("dgrad", "grad"), ("dgrad", "weight"), ("wgrad", "grad"),
          ("wgrad", "act"))  # fmt: skip
 OPERANDS = ("act", "weight", "grad")
-_MX = {"e4m3": "mxfp8_e4m3", "e5m2": "mxfp8_e5m2", "e2m3": "mxfp6_e2m3", "e3m2": "mxfp6_e3m2", "e2m1": "mxfp4"}
+_MX = {
+    "e4m3": "mxfp8_e4m3",
+    "e5m2": "mxfp8_e5m2",
+    "e2m3": "mxfp6_e2m3",
+    "e3m2": "mxfp6_e3m2",
+    "e2m1": "mxfp4",
+}
 _MX_NAMES = {"mxfp8": "e4m3", "mxfp8_e4m3": "e4m3", "mxfp8_e5m2": "e5m2", "mxfp6_e2m3": "e2m3",
              "mxfp6_e3m2": "e3m2", "mxfp4": "e2m1"}  # fmt: skip
 _FP8 = ("e4m3", "e5m2")
@@ -128,7 +134,9 @@ def _flag(spec: str, opts: dict[str, str], key: str, default: bool) -> bool:
     return _BOOLS[_choice(spec, key, opts[key], tuple(_BOOLS))] if key in opts else default
 
 
-def _elements(spec: str, opts: dict[str, str], defaults: dict[str, str], valid: tuple[str, ...]) -> dict[str, str]:
+def _elements(
+    spec: str, opts: dict[str, str], defaults: dict[str, str], valid: tuple[str, ...]
+) -> dict[str, str]:
     return {op: _choice(spec, op, opts.get(op, defaults[op]), valid) for op in OPERANDS}
 
 
@@ -203,7 +211,9 @@ _SHAPES = {  # slot -> (rows, K) of the 2-D operand, from (tokens, in, out)
 }  # fmt: skip
 
 
-def check_linear(recipe: TrainingRecipe, in_features: int, out_features: int, tokens: int | None = None) -> None:
+def check_linear(
+    recipe: TrainingRecipe, in_features: int, out_features: int, tokens: int | None = None
+) -> None:
     """Raise a one-line ValueError if a slot's blocks do not divide its operand (tokens None: not checked)."""
     for (gemm, op), s in zip(SLOTS, recipe.slots, strict=True):
         if s is None:

@@ -82,8 +82,10 @@ def check_configs(cfgs: Iterable[Config]) -> None:
     backends: set[str] = set()
     corpora: set[str] = set()
     for cfg in cfgs:
-        shapes = f"{cfg.numerics.model_dump_json()}|{cfg.model.model_dump_json()}|{cfg.train.seq_len}|" \
+        shapes = (
+            f"{cfg.numerics.model_dump_json()}|{cfg.model.model_dump_json()}|{cfg.train.seq_len}|"
             f"{cfg.train.micro_batch_size}"
+        )
         if cfg.numerics.backend not in backends:
             check_backend(cfg.numerics.backend)
             backends.add(cfg.numerics.backend)
