@@ -365,7 +365,7 @@ _REGISTRY: dict[str, Callable[[NumericsConfig, torch.device], Backend]] = {
 
 
 def available_backends() -> list[str]:
-    return [*_REGISTRY, "sim:<format>"]
+    return [*_REGISTRY, "sim:<format>", "sim:<recipe>"]
 
 
 def make_backend(numerics_cfg: NumericsConfig, device: torch.device) -> Backend:
