@@ -196,3 +196,44 @@ def test_recipes_compile_with_zero_graph_breaks(spec: str) -> None:
     stats = handle.pop_stats()
     assert {f"{k}_scale_clamp_frac" for k in ("act", "weight", "grad")} <= set(stats)
     assert all(0.0 <= v <= 1.0 for v in stats.values())
+
+
+def test_exmy_wgrad_high_and_per_operand_formats() -> None:
+    from robustprec.numerics.simulated import apply_simulated
+
+    torch.manual_seed(0)
+    lin = nn.Linear(IN, OUT, bias=False)
+    x, g = _heavy(T, IN, seed=2).requires_grad_(True), _heavy(T, OUT, seed=3) / 1024
+    h = apply_simulated(lin, {"act": "E4M3", "weight": "E4M3", "grad": "E5M2"}, wgrad_hp=torch.float32)
+    lin(x).backward(g)
+    assert torch.equal(lin.weight.grad, g.t() @ x.detach())  # grad-weight from unquantized operands
+    w = quantize(lin.weight.detach(), "E4M3")
+    torch.testing.assert_close(x.grad, quantize(g, "E5M2") @ w)  # dgrad still quantized
+    assert h.carriers["wgrad"] == "fp32"
+
+
+def test_backend_high_precision_layers_and_per_operand_specs() -> None:
+    from robustprec.config import load_config
+    from robustprec.model.presets import resolve_spec
+    from robustprec.model.transformer import build_model
+    from robustprec.numerics.backends import make_backend
+
+    def convert(*sets: str):
+        cfg = load_config(None, list(sets))
+        backend = make_backend(cfg.numerics, torch.device("cpu"))
+        backend.convert(build_model(resolve_spec(cfg.model, 256, 32), seed=0), 0)
+        return backend
+
+    b = convert("numerics.backend=sim:nvfp4", "numerics.high_precision_layers.first=1")
+    assert b.handle.names and all(n.startswith("blocks.1.") for n in b.handle.names)
+    assert b.describe()["base"] == "bf16" and b.autocast_dtype == torch.bfloat16
+    b = convert(
+        "numerics.backend=sim:E4M3:rounding=stochastic,grad=E5M2", "numerics.high_precision_layers.last=1"
+    )
+    assert all(n.startswith("blocks.0.") for n in b.handle.names)
+    assert b.handle.formats["grad"].spec == "E5M2:rounding=stochastic" and b.handle.formats[
+        "act"
+    ].spec.startswith("E4M3")
+    assert b.describe()["base"] == "fp32"
+    b = convert("numerics.backend=sim:fp8_rowwise_gw_hp")
+    assert b.handle.carriers == {"fwd": "bf16", "dgrad": "bf16", "wgrad": "bf16"}
