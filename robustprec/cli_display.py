@@ -142,24 +142,61 @@ def print_formats() -> None:
     _out.print(table)
     _out.print(
         "knobs: special=ieee|fn|finite, subnormals=true|false, overflow=saturate|inf|nan, "
-        "rounding=nearest|truncate|stochastic, scaling=none|tensor|block:N"
+        "rounding=nearest|truncate|stochastic, scaling=none|tensor|block:N; per operand: act=, weight=, grad="
     )
+    print_recipes()
+
+
+def print_recipes() -> None:
+    """The training recipes (sim:<recipe>[:key=value,...]) with their definitions (docs/recipes.md)."""
+    from robustprec.numerics.training_recipes import RECIPES
+
+    table = Table(title="training recipes (use as sim:<recipe>[:key=value,...])", box=box.SIMPLE)
+    table.add_column("recipe")
+    table.add_column("definition")
+    for name, what in RECIPES.items():
+        table.add_row(name, what)
+    _out.print(table)
+    _out.print(
+        "every recipe: act=, weight=, grad= set one operand's element (e4m3, e5m2, e2m3, e3m2, e2m1); "
+        "numerics.wgrad=high, numerics.high_precision_layers={first: N, last: M}; base precision bf16"
+    )
+
+
+def _print_recipe(backend: str) -> None:
+    from robustprec.numerics.training_recipes import SLOTS, parse_training_recipe
+
+    r = parse_training_recipe(backend.removeprefix("sim:"))
+    _out.print(f"sim:{r.name}: training recipe; each GEMM quantizes its own copy of each operand:")
+    for (gemm, op), s in zip(SLOTS, r.slots, strict=True):
+        what = "base precision (unquantized)" if s is None else s.recipe
+        tricks = ", ".join(
+            t for t, on in (("stochastic rounding", s and s.stochastic), ("RHT 16x16", s and s.rht)) if on
+        )
+        _out.print(f"  {gemm:5s} {op:6s} {what}{'; ' + tricks if tricks else ''}", soft_wrap=True)
 
 
 def print_format(backend: str) -> None:
     """One checked backend spec; a `sim:` format with its range."""
-    from robustprec.numerics.formats import parse_format
+
+    from robustprec.numerics.training_recipes import is_training_recipe
 
     if not backend.startswith("sim:"):
         _out.print(f"{backend}: a native backend (see `robustprec formats`)")
         return
-    f = parse_format(backend.removeprefix("sim:"))
-    _out.print(
-        f"{backend}: E{f.exp_bits}M{f.man_bits}, special={f.special}, subnormals={f.subnormals}, "
-        f"overflow={f.overflow}, rounding={f.rounding}, scaling={f.scaling}; max normal {f.max_normal:.4g}, "
-        f"min normal {f.min_normal:.4g}, min subnormal {f.min_subnormal:.4g}, epsilon {f.epsilon:.4g}",
-        soft_wrap=True,
-    )
+    if is_training_recipe(backend.removeprefix("sim:")):
+        _print_recipe(backend)
+        return
+    from robustprec.numerics.backends import _operand_formats
+
+    for label, f in _operand_formats(backend.removeprefix("sim:")).items():
+        _out.print(
+            f"{backend if label == 'base' else '  ' + label}: E{f.exp_bits}M{f.man_bits}, special={f.special}, "
+            f"subnormals={f.subnormals}, overflow={f.overflow}, rounding={f.rounding}, scaling={f.scaling}; "
+            f"max normal {f.max_normal:.4g}, min normal {f.min_normal:.4g}, min subnormal {f.min_subnormal:.4g}, "
+            f"epsilon {f.epsilon:.4g}",
+            soft_wrap=True,
+        )
 
 
 _PLAN_MAX_ROWS, _PLAN_HEAD, _PLAN_TAIL = 60, 50, 5

@@ -58,6 +58,13 @@ class DataConfig(_Strict):
     cache_dir: str = ""
 
 
+class HighPrecisionLayers(_Strict):
+    """Transformer blocks kept out of the simulation (in the base precision), counted from each end."""
+
+    first: int = Field(default=0, ge=0)
+    last: int = Field(default=0, ge=0)
+
+
 class NumericsConfig(_Strict):
     """Numerics backend (fp32, bf16, fp16, fp8, te, or sim:<format spec>) and what it applies to."""
 
@@ -83,8 +90,17 @@ class NumericsConfig(_Strict):
         description=(
             "sim backends: precision of everything the simulation does not quantize (excluded linears such as "
             "lm_head, attention, norms): fp32, or bf16 autocast as real low-precision training runs it; "
-            "auto: fp32 for ExMy formats (METHODS §2); other backends have their own precision and ignore it"
+            "auto: fp32 for ExMy formats (METHODS §2), bf16 for training recipes (sim:mxfp8, sim:nvfp4, ...) as "
+            "torchao/TE/Megatron run them; other backends have their own precision and ignore it"
         ),
+    )
+    high_precision_layers: HighPrecisionLayers = Field(
+        default_factory=HighPrecisionLayers,
+        description="sim backends: the first/last N transformer blocks stay unconverted (Megatron's option)",
+    )
+    wgrad: Literal["quantized", "high"] = Field(
+        default="quantized",
+        description="sim backends: high keeps the grad-weight GEMM in the base precision (unquantized)",
     )
 
     @field_validator("backend")

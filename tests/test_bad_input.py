@@ -129,6 +129,13 @@ CASES: list[tuple[str, list[str], str]] = [
     ("knob", ["train", "--set", "numerics.backend=sim:E4M3:colour=red"], "valid knobs"),
     ("mantissa bits", ["train", "--set", "numerics.backend=sim:E5M30"], "mantissa bits must be in [0, 23]"),
     ("fp8 recipe", ["train", "--set", "numerics.fp8_recipe=blockwise"], "tensorwise"),
+    ("recipe scale", ["train", "--set", "numerics.backend=sim:mxfp8:scale=up"], "valid: floor, ceil, even, rceil"),
+    ("recipe option", ["train", "--set", "numerics.backend=sim:nvfp4:rht=maybe"], "rht=maybe is not valid; valid: true"),
+    ("recipe element", ["train", "--set", "numerics.backend=sim:fp8_block:grad=e2m1"], "valid: e4m3, e5m2"),
+    ("recipe block vs K", ["train", "--set", "numerics.backend=sim:mxfp8"], "K=176 is not a multiple of 32"),
+    ("nvfp4 vs K", ["train", "--set", "numerics.backend=sim:nvfp4", "--set", "model.d_ff=200"], "(200) is not a multiple of 16"),
+    ("recipe tokens", ["train", "--set", "numerics.backend=sim:nvfp4", "--set", "train.seq_len=33"], "must be a multiple of 16"),
+    ("hp layers", ["train", "--set", "numerics.backend=sim:nvfp4", "--set", "numerics.high_precision_layers.first=2"], "leaves none of the 2 blocks"),
     # train: data and run directories
     ("data path", ["train", "--set", "data.path={w}/nope.txt"], "does not exist"),
     ("corpus vocab", ["train", "--set", "data.path={w}/wide.bin"], "at least 300"),
@@ -145,6 +152,9 @@ CASES: list[tuple[str, list[str], str]] = [
     # sweep
     ("sweep formats", ["sweep", "--dry-run", "--set", 'sweep.formats=["sim:E1M3", "sim:E4M3:rounding=up"]'], "exponent bits"),
     ("sweep lrs", ["sweep", "--dry-run", "--set", "sweep.lrs=logspace(1, 2)"], "logspace(lo, hi, n)"),
+    ("sweep recipe scale", ["sweep", "--dry-run", "--set", "sweep.formats=[bf16, sim:mxfp8:scale=up]"], "valid: floor, ceil, even, rceil"),
+    ("sweep recipe block", ["sweep", "--dry-run", "--set", "sweep.formats=[sim:mxfp4]"], "K=176 is not a multiple of 32"),
+    ("sweep nvfp4 vs K", ["sweep", "--dry-run", "--set", "sweep.formats=[sim:nvfp4]", "--set", "model.d_model=72"], "K=72 is not a multiple of 16"),
     ("sweep seeds", ["sweep", "--dry-run", "--set", "sweep.seeds=0"], "at least 1"),
     ("sweep duplicate", ["sweep", "--dry-run", "--set", "sweep.formats=[bf16, bf16]"], "twice"),
     ("sweep axis key", ["sweep", "--dry-run", "--set", "sweep.axes={{model.qk_normz: [true]}}"], "valid keys at model"),
@@ -166,6 +176,7 @@ CASES: list[tuple[str, list[str], str]] = [
     ("formats exponent", ["formats", "E1M3"], "exponent bits must be in [2, 8]"),
     ("formats alias", ["formats", "sim:fp9"], "aliases: "),
     ("formats knob value", ["formats", "E4M3:overflow=wrap"], "valid: inf, saturate"),
+    ("formats recipe", ["formats", "mxfp8:scale=up"], "valid: floor, ceil, even, rceil"),
 ]  # fmt: skip
 
 

@@ -371,7 +371,7 @@ def test_parse_canonical_names_and_defaults() -> None:
         ("mxfp8:scale=up", (4, 32), "scale=up is not valid; valid: floor, ceil, even, rceil"),
         ("mxfp9", (4, 32), "unknown recipe 'mxfp9'; valid recipes: mxfp8_e4m3, mxfp8_e5m2"),
         ("mxfp8:block=16", (4, 32), "valid keys: scale"),
-        ("nvfp4:scale=rceil", (4, 32), "valid keys: none"),
+        ("nvfp4:scale=rceil", (4, 32), "valid keys: tile"),
         ("fp8_block:tile=64x64", (4, 128), "valid: 1x128, 128x128"),
         ("fp8_rowwise:pow2=maybe", (4, 128), "valid: true, 1, yes, false, 0, no"),
         ("mxfp4", (4, 48), "blocks of 32 along the last dimension (K), but K=48 is not a multiple of 32"),

@@ -114,35 +114,55 @@ class BF16Backend(Backend):
 
 
 class SimBackend(Backend):
-    """Simulated ExMy format applied to GEMM operands of the selected `nn.Linear` modules (METHODS §2)."""
+    """Simulated numerics on the GEMM operands of the selected `nn.Linear` modules (METHODS §2): an ExMy format
+    (``sim:E4M3``, per operand with ``act=``/``weight=``/``grad=``) or a training recipe (``sim:mxfp8``,
+    ``sim:nvfp4``, ``sim:fp8_tensorwise``, ... see `robustprec.numerics.training_recipes`)."""
 
     def __init__(self, numerics_cfg: NumericsConfig, device: torch.device) -> None:
         super().__init__(numerics_cfg, device)
-        from robustprec.numerics.formats import parse_format
+        from robustprec.numerics.training_recipes import is_training_recipe, parse_training_recipe
 
         spec = numerics_cfg.backend.removeprefix("sim:")
+        self.recipe: Any = None
         try:
-            self.format = parse_format(spec)
+            if is_training_recipe(spec):
+                self.recipe = parse_training_recipe(spec)
+                if numerics_cfg.wgrad == "high":
+                    self.recipe = self.recipe.with_high_wgrad()
+            else:
+                self.formats = _operand_formats(spec)
         except ValueError as e:
             raise ConfigError(f"numerics.backend: {e}") from None
-        self.name = f"sim:{self.format.spec}"
-        self.base = "fp32" if numerics_cfg.base == "auto" else numerics_cfg.base
+        if self.recipe is not None:
+            self.name = f"sim:{self.recipe.name}"
+        else:
+            self.format = self.formats["base"]
+            self.name = f"sim:{self.format.spec}" if len(self.formats) == 1 else f"sim:{spec.strip()}"
+        auto = "bf16" if self.recipe is not None else "fp32"
+        self.base = auto if numerics_cfg.base == "auto" else numerics_cfg.base
         self.autocast_dtype = torch.bfloat16 if self.base == "bf16" else None
         self.handle: Any = None
 
+    def _exclude(self, model: nn.Module) -> tuple[str, ...]:
+        """numerics.exclude plus the blocks of numerics.high_precision_layers."""
+        hp = self.cfg.high_precision_layers
+        return (*self.cfg.exclude, *_block_globs(model, hp.first, hp.last))
+
     def convert(self, model: nn.Module, seed: int) -> None:
+        from robustprec.numerics.recipe_linear import apply_recipe
         from robustprec.numerics.simulated import apply_simulated
 
+        common = {"include": tuple(self.cfg.include), "exclude": self._exclude(model), "seed": seed,
+                  "device": self.device, "gemm_output": self.cfg.gemm_output}  # fmt: skip
         try:
+            if self.recipe is not None:
+                self.handle = apply_recipe(model, self.recipe, base=self.base, **common)
+                return
+            per_op = {k: f for k, f in self.formats.items() if k != "base"}
+            fmt = {k: per_op.get(k, self.format) for k in ("act", "weight", "grad")}
+            hp = None if self.cfg.wgrad == "quantized" else _DTYPES[self.base]
             self.handle = apply_simulated(
-                model,
-                self.format,
-                operands=tuple(self.cfg.operands),
-                include=tuple(self.cfg.include),
-                exclude=tuple(self.cfg.exclude),
-                seed=seed,
-                device=self.device,
-                gemm_output=self.cfg.gemm_output,
+                model, fmt, operands=tuple(self.cfg.operands), wgrad_hp=hp, **common
             )
         except ValueError as e:
             raise ConfigError(f"numerics: {e}") from None
@@ -160,15 +180,45 @@ class SimBackend(Backend):
         self.handle.load_state_dict(state)
 
     def describe(self) -> dict[str, Any]:
-        fmt = self.format
-        return {
-            "backend": self.name,
-            "exp_bits": fmt.exp_bits,
-            "man_bits": fmt.man_bits,
-            "operands": list(self.cfg.operands),
-            "base": self.base,
-            "converted_modules": len(self.handle.modules) if self.handle is not None else 0,
-        }
+        out: dict[str, Any] = {"backend": self.name}
+        if self.recipe is not None:
+            out["recipe"] = self.recipe.name
+        else:
+            out.update(exp_bits=self.format.exp_bits, man_bits=self.format.man_bits,
+                       operands=list(self.cfg.operands))  # fmt: skip
+        hp = self.cfg.high_precision_layers
+        out.update(base=self.base, wgrad=self.cfg.wgrad, high_precision_layers=[hp.first, hp.last],
+                   converted_modules=len(self.handle.modules) if self.handle is not None else 0)  # fmt: skip
+        if self.handle is not None:
+            out["carriers"] = self.handle.carriers
+        return out
+
+
+_DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}
+
+
+def _operand_formats(spec: str) -> dict[str, Any]:
+    """An ExMy spec with optional per-operand formats: {"base": fmt, operand: fmt, ...}."""
+    from robustprec.numerics.formats import parse_format
+    from robustprec.numerics.training_recipes import split_operand_formats
+
+    base, per = split_operand_formats(spec)
+    return {"base": parse_format(base), **{k: parse_format(v) for k, v in per.items()}}
+
+
+def _block_globs(model: nn.Module, first: int, last: int) -> list[str]:
+    """Globs of the first `first` and last `last` transformer blocks (the model's largest nn.ModuleList)."""
+    if not first and not last:
+        return []
+    lists = [(len(m), n) for n, m in model.named_modules() if isinstance(m, nn.ModuleList) and n]
+    if not lists:
+        raise ConfigError("numerics.high_precision_layers: the model has no list of transformer blocks")
+    n, name = max(lists)
+    if first + last >= n:
+        raise ConfigError(
+            f"numerics.high_precision_layers: first={first} + last={last} leaves none of the {n} blocks simulated"
+        )
+    return [f"{name}.{i}.*" for i in (*range(first), *range(n - last, n))]
 
 
 def _selected(numerics_cfg: NumericsConfig, fqn: str) -> bool:
@@ -315,7 +365,7 @@ _REGISTRY: dict[str, Callable[[NumericsConfig, torch.device], Backend]] = {
 
 
 def available_backends() -> list[str]:
-    return [*_REGISTRY, "sim:<format>"]
+    return [*_REGISTRY, "sim:<format>", "sim:<recipe>"]
 
 
 def make_backend(numerics_cfg: NumericsConfig, device: torch.device) -> Backend:

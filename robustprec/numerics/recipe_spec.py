@@ -11,7 +11,8 @@ Spec grammar: ``NAME[:key=value[,key=value]]``.
 
 - ``mxfp8_e4m3`` (alias ``mxfp8``), ``mxfp8_e5m2``, ``mxfp6_e2m3``, ``mxfp6_e3m2``, ``mxfp4``: OCP MX, blocks of 32,
   E8M0 scale; key ``scale=floor|ceil|even|rceil`` (default ``rceil``).
-- ``nvfp4``: E2M1, blocks of 16 with E4M3 block scales and an FP32 per-tensor scale ``amax / (448·6)``.
+- ``nvfp4``: E2M1, blocks of 16 with E4M3 block scales and an FP32 per-tensor scale ``amax / (448·6)``; key
+  ``tile=1x16|16x16`` (default 1x16; 16x16 is Transformer Engine's 2D weight block).
 - ``fp8_tensorwise``: one FP32 scale ``max/amax``; keys ``elem=e4m3|e5m2`` (default e4m3), ``pow2`` (default false).
 - ``fp8_rowwise``: one scale per row along K; keys ``elem``, ``pow2`` (default true, as torchao's rowwise).
 - ``fp8_block``: DeepSeek-V3 / TE Float8BlockScaling tiles; keys ``tile=1x128|128x128`` (default 1x128), ``elem``,
@@ -44,6 +45,7 @@ _MX_ELEMENTS = {
 }
 _FP8_ELEMENTS = {"e4m3": "fp8_e4m3", "e5m2": "fp8_e5m2:overflow=saturate"}
 _TILES = {"1x128": (1, 128), "128x128": (128, 128)}
+_NVFP4_TILES = {"1x16": (1, 16), "16x16": (16, 16)}
 _ALIASES = {"mxfp8": "mxfp8_e4m3"}
 RECIPE_NAMES = (*_MX_ELEMENTS, "nvfp4", "fp8_tensorwise", "fp8_rowwise", "fp8_block")
 _BOOLS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
@@ -158,8 +160,11 @@ def parse_recipe(spec: str) -> Recipe:
         mode = _choice(spec, "scale", _knobs(spec, name, text, ("scale",)).get("scale", "rceil"), MX_MODES)
         return Recipe(f"{name}:scale={mode}", _MX_ELEMENTS[name], (1, 32), MXScale(mode))
     if name == "nvfp4":
-        _knobs(spec, name, text, ())
-        return Recipe("nvfp4", "float4_e2m1fn", (1, 16), NVFP4Scale())
+        tile = _choice(
+            spec, "tile", _knobs(spec, name, text, ("tile",)).get("tile", "1x16"), tuple(_NVFP4_TILES)
+        )
+        canonical = "nvfp4" if tile == "1x16" else f"nvfp4:tile={tile}"
+        return Recipe(canonical, "float4_e2m1fn", _NVFP4_TILES[tile], NVFP4Scale())
     if name in ("fp8_tensorwise", "fp8_rowwise", "fp8_block"):
         return _fp8_recipe(spec, name, text)
     raise ValueError(

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
@@ -46,6 +47,7 @@ __all__ = [
     "RecipeStats",
     "quantize_recipe",
     "quantize_recipe_with_stats",
+    "recipe_operand",
     "recipe_plan",
     "recipe_scales",
     "recipe_values",
@@ -68,10 +70,13 @@ class RecipePlan:
 
 
 @functools.lru_cache(maxsize=64)
-def recipe_plan(spec: Recipe | str) -> RecipePlan:
-    """Parse `spec` and resolve its formats (cached); pass the result to `recipe_values`."""
+def recipe_plan(spec: Recipe | str, stochastic: bool = False) -> RecipePlan:
+    """Parse `spec` and resolve its formats (cached); pass the result to `recipe_values`. `stochastic` rounds the
+    elements stochastically (the block scales keep round-to-nearest-even)."""
     recipe = parse_recipe(spec) if isinstance(spec, str) else spec
     fmt = parse_format(recipe.element)
+    if stochastic:
+        fmt = fmt.replace(rounding="stochastic")
     scale_fmt = None
     if isinstance(recipe.scale, NVFP4Scale):
         scale_fmt = parse_format(recipe.scale.block_scale_format)
@@ -122,11 +127,18 @@ def _mx_exponent(amax: Tensor, fmt: FloatFormat, mode: str) -> Tensor:
     return e - fmt.max_exp
 
 
-# dequantized values, element counts (or None), clamped-block mask, block scales
-_Out = tuple[Tensor, Tensor | None, Tensor, Tensor]
+class _Out(NamedTuple):
+    deq: Tensor  # dequantized values, as the reference dequantizes
+    counts: Tensor | None  # float64 [overflow, underflow, numel] of the elements, or None
+    clamped: Tensor  # blocks whose scale clamped
+    scale: Tensor  # block scales (`recipe_scales`)
+    vals: Tensor  # what a hardware GEMM multiplies: exact in bfloat16 for every recipe
+    post: (
+        Tensor | None
+    )  # FP32 factor per tile that the GEMM applies to its output (None: 1, folded into vals)
 
 
-def _mx(xt: Tensor, p: RecipePlan, stats: bool) -> _Out:
+def _mx(xt: Tensor, p: RecipePlan, stats: bool, key: Tensor | None) -> _Out:
     assert isinstance(p.recipe.scale, MXScale)
     mode = p.recipe.scale.mode
     amax = _amax(xt)
@@ -137,12 +149,13 @@ def _mx(xt: Tensor, p: RecipePlan, stats: bool) -> _Out:
     else:
         e = e_raw.clamp(_E8M0_MIN, -_E8M0_MIN + 1)
         scaled = xt / _exp2(e.clamp(min=_F32_MIN_NORMAL_EXP))
-    q, counts = quantize_values(scaled, p.plan, stats=stats)
+    q, counts = quantize_values(scaled, p.plan, key, stats)
     scale = torch.where(torch.isnan(amax), torch.nan, _exp2(e))
-    return q * scale, counts, _finite_nonzero(amax) & (e_raw < _F32_MIN_NORMAL_EXP), scale
+    deq = q * scale
+    return _Out(deq, counts, _finite_nonzero(amax) & (e_raw < _F32_MIN_NORMAL_EXP), scale, deq, None)
 
 
-def _nvfp4(xt: Tensor, p: RecipePlan, stats: bool) -> _Out:
+def _nvfp4(xt: Tensor, p: RecipePlan, stats: bool, key: Tensor | None) -> _Out:
     s_fmt, s_plan = p.scale_fmt, p.scale_plan
     assert s_fmt is not None and s_plan is not None
     elem_max = p.fmt.max_normal
@@ -151,13 +164,13 @@ def _nvfp4(xt: Tensor, p: RecipePlan, stats: bool) -> _Out:
     amax = _amax(xt)
     s = (amax / elem_max) / pts
     s8, _ = quantize_values(s.clamp(s_fmt.min_normal, s_fmt.max_normal), s_plan)
-    q, counts = quantize_values(xt * ((1.0 / pts) / s8), p.plan, stats=stats)
+    q, counts = quantize_values(xt * ((1.0 / pts) / s8), p.plan, key, stats)
     deq = q * (pts * s8)
     clamped = _finite_nonzero(amax) & ((s < s_fmt.min_normal) | (s > s_fmt.max_normal))
-    return deq, counts, clamped, s8
+    return _Out(deq, counts, clamped, s8, q * s8, pts.reshape(1, 1, 1, 1, 1))
 
 
-def _amax_scale(xt: Tensor, p: RecipePlan, stats: bool) -> _Out:
+def _amax_scale(xt: Tensor, p: RecipePlan, stats: bool, key: Tensor | None) -> _Out:
     rule = p.recipe.scale
     assert isinstance(rule, AmaxScale)
     amax = _amax(xt)
@@ -172,20 +185,24 @@ def _amax_scale(xt: Tensor, p: RecipePlan, stats: bool) -> _Out:
         s = torch.where(s > 0, _exp2(ex - 1), s)
     if te:
         s = torch.where(amax == 0, 1.0, s)
-    q, counts = quantize_values(xt * s, p.plan, stats=stats)
-    return (q * (1.0 / s) if te else q / s), counts, clamped, s
+    q, counts = quantize_values(xt * s, p.plan, key, stats)
+    inv = 1.0 / s  # the factor a scaled GEMM applies (torch._scaled_mm's scale_a / scale_b)
+    if rule.pow2:  # a power of two: folded into exact values
+        return _Out(q * inv if te else q / s, counts, clamped, s, q * inv, None)
+    return _Out(q * inv if te else q / s, counts, clamped, s, q, inv)
 
 
 _SCHEMES = {MXScale: _mx, NVFP4Scale: _nvfp4, AmaxScale: _amax_scale}
 
 
-def _run(x: Tensor, p: RecipePlan, stats: bool) -> _Out:
+def _run(x: Tensor, p: RecipePlan, stats: bool, key: Tensor | None = None) -> _Out:
     r = p.recipe
     if x.numel() == 0:  # a shape-only branch: nothing to scale
         zero = x.new_zeros(0, 0, 1, 0, 1)
-        return x.clone(), x.new_zeros(2, dtype=torch.float64) if stats else None, zero.bool(), zero
-    deq, counts, clamped, scale = _SCHEMES[type(r.scale)](_tiles(x, r.block), p, stats)
-    return deq.reshape(x.shape), counts, clamped, scale
+        counts = x.new_zeros(3, dtype=torch.float64) if stats else None
+        return _Out(x.clone(), counts, zero.bool(), zero, x.clone(), None)
+    out = _SCHEMES[type(r.scale)](_tiles(x, r.block), p, stats, key)
+    return out._replace(deq=out.deq.reshape(x.shape), vals=out.vals.reshape(x.shape))
 
 
 def recipe_values(x: Tensor, plan: RecipePlan, stats: bool = False) -> tuple[Tensor, Tensor | None]:
@@ -194,13 +211,40 @@ def recipe_values(x: Tensor, plan: RecipePlan, stats: bool = False) -> tuple[Ten
     With `stats`, also a float64 tensor [overflow, underflow, scale_clamped] (no host sync): elements that
     saturated, nonzero finite elements that became 0, blocks with a nonzero finite amax whose scale clamped.
     """
-    out, counts, clamped, _ = _run(x, plan, stats)
+    r = _run(x, plan, stats)
+    return r.deq, (_counts(x, r) if stats else None)
+
+
+def _counts(x: Tensor, r: _Out) -> Tensor:
+    assert r.counts is not None
+    underflow = ((r.deq == 0) & (x != 0) & torch.isfinite(x)).sum(dtype=torch.float64)
+    return torch.stack((r.counts[0], underflow, r.clamped.sum(dtype=torch.float64)))
+
+
+def _post_per_row(post: Tensor, rows: int, block: tuple[int, int]) -> Tensor:
+    """A scheme's per-tile output factor (batch, row tiles, 1, col tiles, 1) as (rows or 1, col tiles)."""
+    if block[0] <= 1 or post.shape[1] == 1:  # per row, or one factor for the whole tensor (NVFP4)
+        return post.reshape(-1, post.shape[3])
+    return post.expand(-1, -1, block[0], -1, -1).reshape(rows, post.shape[3])
+
+
+def recipe_operand(
+    x: Tensor, plan: RecipePlan, key: Tensor | None = None, stats: bool = False
+) -> tuple[Tensor, Tensor | None, Tensor | None]:
+    """A 2-D float32 GEMM operand (rows, K) as a scaled GEMM takes it: (values, factors, counts).
+
+    ``values`` are exact in bfloat16 (elements times their power-of-two or E4M3 block scale); ``factors`` (None,
+    or (1 or rows, K chunks)) are the FP32 scales the GEMM multiplies into its output per row and K chunk (FP8
+    scales that are not powers of two, the NVFP4 tensor scale). `key` keys stochastic rounding. With `stats`,
+    float64 [overflow, underflow, numel, scale_clamped, blocks] (no host sync).
+    """
+    r = _run(x, plan, stats, key)
+    post = None if r.post is None else _post_per_row(r.post, x.shape[0], plan.recipe.block)
     if not stats:
-        return out, None
-    assert counts is not None
-    underflow = ((out == 0) & (x != 0) & torch.isfinite(x)).sum(dtype=torch.float64)
-    clamps = clamped.sum(dtype=torch.float64)
-    return out, torch.stack((counts[0], underflow, clamps))
+        return r.vals, post, None
+    c = _counts(x, r)
+    numel, blocks = c.new_full((1,), x.numel()), c.new_full((1,), r.clamped.numel())
+    return r.vals, post, torch.cat((c[:2], numel, c[2:], blocks))
 
 
 @dataclass(frozen=True)
@@ -249,4 +293,4 @@ def recipe_scales(x: Tensor, spec: Recipe | str) -> Tensor:
     ``x * s`` rounded, dequantized ``/ s``).
     """
     x32, plan = _prepare(x, spec)
-    return _run(x32, plan, stats=False)[3].squeeze(4).squeeze(2)
+    return _run(x32, plan, stats=False).scale.squeeze(4).squeeze(2)

@@ -119,17 +119,17 @@ def _mm_tf32_fake(a: Tensor, b: Tensor) -> Tensor:
 
 
 @torch.library.custom_op("robustprec::advance_stream", mutates_args=("calls",))
-def _advance_stream(calls: Tensor, base: Tensor) -> Tensor:
-    """Advance the call counter by one and return this call's stream key, base + 4·calls. An opaque op: the
+def _advance_stream(calls: Tensor, base: Tensor, stride: int) -> Tensor:
+    """Advance the call counter by one and return this call's stream key, base + stride·calls. An opaque op: the
     compiled backward must read the key saved by its forward, and AOT autograd would otherwise recompute it there
     from the counter buffer, which the forward has advanced by then (measured: wrong grad keys in every SimLinear
     but the last, under aot_eager and inductor)."""
     calls.add_(1)
-    return base + calls * 4
+    return base + calls * stride
 
 
 @_advance_stream.register_fake
-def _advance_stream_fake(calls: Tensor, base: Tensor) -> Tensor:
+def _advance_stream_fake(calls: Tensor, base: Tensor, stride: int) -> Tensor:
     return torch.empty_like(base)
 
 
@@ -152,9 +152,15 @@ class _Gemms:
     out_bf16: bool
     grad_plan: QuantPlan | None
     grad_store: torch.dtype
+    wgrad_hp: torch.dtype | None = (
+        None  # wgrad unquantized, from operands in this dtype (numerics.wgrad: high)
+    )
 
     def output(self, out: Tensor) -> Tensor:
         return out.to(torch.bfloat16).float() if self.out_bf16 else out
+
+
+_HP_CARRIER = {torch.bfloat16: "bf16", torch.float32: "fp32"}
 
 
 def _store_dtype(fmt: FloatFormat | None) -> torch.dtype:
@@ -167,7 +173,12 @@ class _SimState:
     telemetry tensors (all on one device)."""
 
     def __init__(
-        self, formats: dict[str, FloatFormat], seed: int, device: torch.device, gemm_output: str
+        self,
+        formats: dict[str, FloatFormat],
+        seed: int,
+        device: torch.device,
+        gemm_output: str,
+        wgrad_hp: torch.dtype | None = None,
     ) -> None:
         if gemm_output not in GEMM_OUTPUTS:
             raise ValueError(f"gemm_output must be one of {', '.join(GEMM_OUTPUTS)}; got {gemm_output!r}")
@@ -175,21 +186,32 @@ class _SimState:
         self.plans = {k: quant_plan(f) for k, f in formats.items()}
         act, weight, grad = (formats.get(k) for k in OPERANDS)
         self.store = {k: _store_dtype(formats.get(k)) for k in OPERANDS}
+        wgrad = gemm_carrier(grad, act) if wgrad_hp is None else _HP_CARRIER[wgrad_hp]
         self.gemms = _Gemms(
-            gemm_carrier(act, weight), gemm_carrier(grad, weight), gemm_carrier(grad, act),
-            gemm_output == "bf16", self.plans.get("grad"), self.store["grad"],
+            gemm_carrier(act, weight), gemm_carrier(grad, weight), wgrad,
+            gemm_output == "bf16", self.plans.get("grad"), self.store["grad"], wgrad_hp,
         )  # fmt: skip
         self.stochastic = any(f.rounding == "stochastic" for f in formats.values())
+        self.recipe: Any = None  # training recipes: a recipe_linear.RecipeGemms and its forward
+        self.recipe_forward: Any = None
+        # act, weight: ovf, unf, numel; the sink's gradient: the grad operand's
+        self._init_streams(seed, device, (2, 3), (3,), stride=4)
+
+    def _init_streams(
+        self, seed: int, device: torch.device, counts: tuple[int, ...], sink: tuple[int, ...], stride: int
+    ) -> None:
+        """Stochastic-rounding counters (stream keys ``base + stride·call``) and telemetry tensors."""
         self.telemetry = True
         self.evaluating = False
+        self.stride = stride
         i64 = {"dtype": torch.int64, "device": device}
         self.seed = int(seed)
         self.train_base = torch.tensor(mix64_int(self.seed), **i64)
         self.eval_base = torch.tensor(mix64_int(self.seed ^ EVAL_SEED), **i64)
         self.calls = torch.zeros((), **i64)  # calls of converted modules so far: the training stream position
         self.eval_calls = torch.zeros((), **i64)
-        self.counts = torch.zeros(2, 3, dtype=torch.float64, device=device)  # act, weight: ovf, unf, numel
-        self.sink = torch.zeros(3, dtype=torch.float64, device=device, requires_grad=True)  # grad counts
+        self.counts = torch.zeros(*counts, dtype=torch.float64, device=device)  # forward counts
+        self.sink = torch.zeros(*sink, dtype=torch.float64, device=device, requires_grad=True)  # backward's
 
     def to(self, device: torch.device) -> None:
         """Move the counters and telemetry tensors to `device` (a no-op if they are there)."""
@@ -204,7 +226,7 @@ class _SimState:
         if not self.stochastic:
             return None
         calls, base = (self.eval_calls, self.eval_base) if self.evaluating else (self.calls, self.train_base)
-        return _advance_stream(calls, base)
+        return _advance_stream(calls, base, self.stride)
 
     @property
     def counting(self) -> bool:
@@ -238,7 +260,9 @@ class _SimLinearFn(torch.autograd.Function):
         out = carrier_mm(xq.reshape(-1, xq.shape[-1]), wq.t(), gemms.fwd)
         if bias is not None:
             out = out + bias.float()
-        ctx.save_for_backward(xq, wq, key)
+        # wgrad: high keeps the unquantized input (in the base precision) for the grad-weight GEMM
+        xw = xq if gemms.wgrad_hp is None else x.detach().to(gemms.wgrad_hp)
+        ctx.save_for_backward(wq, key, xw)
         ctx.gemms = gemms
         ctx.meta = (x.dtype, weight.dtype, None if bias is None else bias.dtype)
         ctx.stats = sink is not None  # the telemetry leaf is passed only when grad is quantized and counted
@@ -250,7 +274,7 @@ class _SimLinearFn(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx: Any, grad_out: Tensor) -> tuple[Tensor | None, ...]:
-        xq, wq, key = ctx.saved_tensors
+        wq, key, xw = ctx.saved_tensors
         gemms: _Gemms = ctx.gemms
         x_dtype, w_dtype, b_dtype = ctx.meta
         g = grad_out.reshape(-1, grad_out.shape[-1]).float()
@@ -263,7 +287,8 @@ class _SimLinearFn(torch.autograd.Function):
             dx = gemms.output(carrier_mm(gq, wq, gemms.dgrad))
             dx = dx.reshape(*grad_out.shape[:-1], wq.shape[1]).to(x_dtype)
         if ctx.needs_input_grad[1]:
-            dw = gemms.output(carrier_mm(gq.t(), xq.reshape(-1, xq.shape[-1]), gemms.wgrad)).to(w_dtype)
+            gw = gq if gemms.wgrad_hp is None else g.to(gemms.wgrad_hp)
+            dw = gemms.output(carrier_mm(gw.t(), xw.reshape(-1, xw.shape[-1]), gemms.wgrad)).to(w_dtype)
         if b_dtype is not None and ctx.needs_input_grad[2]:
             db = g.sum(0).to(b_dtype)
         return dx, dw, db, None, None, None, counts, None
@@ -284,6 +309,8 @@ class SimLinear(nn.Linear):
         # Autocast off: the simulated format, not bf16/fp16 autocast, sets the operand precision.
         st = self._sim
         with _no_autocast(input.device.type):
+            if st.recipe is not None:  # a training recipe (robustprec.numerics.recipe_linear)
+                return st.recipe_forward(self, input)
             key = st.next_key()
             xq = st.operand("act", input, key)
             wq = st.operand("weight", self.weight, key)
@@ -297,6 +324,8 @@ class SimLinear(nn.Linear):
         return self
 
     def extra_repr(self) -> str:
+        if self._sim.recipe is not None:
+            return f"{super().extra_repr()}, recipe={self._sim.recipe.name}"
         fmts = ", ".join(f"{k}={f.spec}" for k, f in self._sim.formats.items())
         return f"{super().extra_repr()}, sim=({fmts})"
 
@@ -440,6 +469,7 @@ def apply_simulated(
     seed: int | None = None,
     device: torch.device | str | None = None,
     gemm_output: str = "fp32",
+    wgrad_hp: torch.dtype | None = None,
 ) -> SimulatedHandle:
     """Convert the `nn.Linear` modules of `model` whose qualified name matches an `include` glob and no
     `exclude` glob into `SimLinear`, in place.
@@ -448,13 +478,14 @@ def apply_simulated(
     missing from the dict are not quantized). Only modules of class exactly `nn.Linear` are converted.
     `seed` selects the stochastic-rounding streams (default 0). `device` is where the counters are created
     (default: the first converted weight's device); they follow the modules on `.to(device)`. `gemm_output`
-    ``bf16`` rounds GEMM outputs to bfloat16. Raises ValueError if nothing matched.
+    ``bf16`` rounds GEMM outputs to bfloat16. `wgrad_hp` (a dtype) computes the grad-weight GEMM from the
+    unquantized input and output gradient in that dtype. Raises ValueError if nothing matched.
     """
     formats = _resolve_formats(fmt, operands)
     matched = _match(model, tuple(include), tuple(exclude))
     if device is None:
         device = next(iter(matched.values())).weight.device
-    state = _SimState(formats, 0 if seed is None else seed, torch.device(device), gemm_output)
+    state = _SimState(formats, 0 if seed is None else seed, torch.device(device), gemm_output, wgrad_hp)
     converted: dict[str, SimLinear] = {}
     for name, mod in matched.items():
         mod.__class__ = SimLinear

@@ -22,12 +22,13 @@ CHECKPOINT_DIR, LATEST = "checkpoints", "latest"  # the trainer's layout (robust
 
 def check_backend(backend: str) -> None:
     """A `numerics.backend` the backend registry can build: a registered name or `sim:<format spec>`."""
-    from robustprec.numerics.backends import available_backends
-    from robustprec.numerics.formats import parse_format
+    from robustprec.numerics.backends import _operand_formats, available_backends
+    from robustprec.numerics.training_recipes import is_training_recipe, parse_training_recipe
 
     if backend.startswith("sim:"):
+        spec = backend.removeprefix("sim:")
         try:
-            parse_format(backend.removeprefix("sim:"))
+            parse_training_recipe(spec) if is_training_recipe(spec) else _operand_formats(spec)
         except ValueError as e:
             raise ConfigError(f"numerics.backend {backend!r}: {e}") from None
     elif backend not in available_backends():
@@ -51,14 +52,46 @@ def check_corpus_vocab(cfg: Config) -> None:
         )
 
 
+def check_recipe_shapes(cfg: Config) -> None:
+    """A recipe backend's blocks must divide every converted linear's dimensions and the tokens per micro-batch
+    (built on the meta device: no memory, no time)."""
+    import torch
+
+    from robustprec.model.presets import resolve_spec
+    from robustprec.model.transformer import build_model
+    from robustprec.numerics.backends import make_backend
+
+    spec = cfg.numerics.backend.removeprefix("sim:")
+    backend = make_backend(cfg.numerics, torch.device("meta"))
+    if getattr(backend, "recipe", None) is None:
+        return
+    with torch.device("meta"):
+        model = build_model(resolve_spec(cfg.model, 256, cfg.train.seq_len))
+    backend.convert(model, 0)
+    tokens = cfg.train.micro_batch_size * cfg.train.seq_len
+    multiple = backend.handle._state.recipe.token_multiple
+    if tokens % multiple:
+        raise ConfigError(
+            f"numerics.backend sim:{spec}: the backward GEMMs' blocks run along the tokens of a micro-batch, "
+            f"which must be a multiple of {multiple}; train.micro_batch_size x train.seq_len = {tokens}"
+        )
+
+
 def check_configs(cfgs: Iterable[Config]) -> None:
     """Backends and corpus of every distinct trial config (each distinct value checked once)."""
     backends: set[str] = set()
     corpora: set[str] = set()
     for cfg in cfgs:
+        shapes = (
+            f"{cfg.numerics.model_dump_json()}|{cfg.model.model_dump_json()}|{cfg.train.seq_len}|"
+            f"{cfg.train.micro_batch_size}"
+        )
         if cfg.numerics.backend not in backends:
             check_backend(cfg.numerics.backend)
             backends.add(cfg.numerics.backend)
+        if cfg.numerics.backend.startswith("sim:") and shapes not in backends:
+            check_recipe_shapes(cfg)
+            backends.add(shapes)
         key = f"{cfg.data.model_dump_json()}|{cfg.model.model_dump_json()}"
         if key not in corpora:
             check_corpus_vocab(cfg)

@@ -1,0 +1,312 @@
+"""Training recipes on `nn.Linear` (issue 14): every GEMM quantizes its own operand copies, as torchao and TE do.
+
+`apply_recipe` converts linears to `SimLinear` driven by a `TrainingRecipe` (`training_recipes`): six slots, one
+per operand of the forward, dgrad and wgrad GEMMs, each quantized from the high-precision tensor with its blocks
+along that GEMM's contraction dimension. Forward quantizes x (by rows) and W (by rows); backward keeps the
+high-precision x (in the base precision) and the weight parameter (nothing quantized is saved) and quantizes
+g by rows and W by columns for dgrad, gᵀ and xᵀ (by columns of g and x, along tokens) for wgrad. A slot without
+quantization (``fp8_rowwise_gw_hp``'s wgrad, ``numerics.wgrad: high``) multiplies base-precision operands.
+
+**GEMMs as the hardware computes them** (`scaled_mm`): every operand is split by `recipes.recipe_operand` into
+values exact in bfloat16 (elements times power-of-two or E4M3 block scales) and FP32 factors per row and
+K chunk (FP8 scales that are not powers of two, NVFP4's tensor scale). The GEMM multiplies the values (on CUDA
+on bf16 tensor cores with float32 output, elsewhere in float32: the same exact products) and multiplies the
+factors into the float32 output: ``out = acc · (f_a ⊗ f_b)``, per 128-column K chunk for 1×128 tiles with FP32
+scales (DeepSeek-V3's promotion, chunks summed in float32). Only the float32 rounding order differs from
+dequantize-then-multiply (torchao's emulation).
+
+Base precision (``numerics.base``, bf16 for recipes by default): the high-precision act and grad copies are
+rounded to it before quantization (as bf16 activations and gradients are in real recipes; the weight is quantized
+from the FP32 master, as torchao does).
+
+Stream keys: ``base + 8·call + slot`` (slot in `SLOTS` order) key the stochastic rounding of each slot.
+Telemetry per operand adds every copy: overflow, underflow, elements, clamped block scales, blocks.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from robustprec.numerics.recipes import RecipePlan, recipe_operand, recipe_plan
+from robustprec.numerics.simulated import (
+    DEFAULT_EXCLUDE,
+    OPERANDS,
+    SimLinear,
+    SimulatedHandle,
+    _match,
+    _SimState,
+    carrier_mm,
+)
+from robustprec.numerics.training_recipes import SLOTS, TrainingRecipe, check_linear, parse_training_recipe
+
+__all__ = ["RecipeGemms", "RecipeHandle", "apply_recipe", "recipe_linear", "rht_matrix", "scaled_mm"]
+
+KEY_STRIDE = 8
+RHT_SIGNS = (1, 1, 1, -1, 1, -1, -1, -1, -1, -1, -1, 1, -1, 1, -1, -1)  # Transformer Engine's wgrad signs
+_COUNT_COLS = 5  # overflow, underflow, elements, clamped scales, blocks
+
+
+def rht_matrix() -> list[list[float]]:
+    """TE's 16×16 random Hadamard transform: diag(signs) · H16 (Sylvester) / 4, applied as ``x_16 @ M``."""
+    h = [[1.0]]
+    while len(h) < 16:
+        h = [r + r for r in h] + [r + [-v for v in r] for r in h]
+    return [[s * v / 4 for v in row] for s, row in zip(RHT_SIGNS, h, strict=True)]
+
+
+@dataclass(frozen=True)
+class _Slot:
+    plan: RecipePlan
+    rht: bool
+    stochastic: bool
+
+
+@dataclass(frozen=True)
+class RecipeGemms:
+    """Static choices of one converted model: the slots' plans, each GEMM's carrier, base dtype, output."""
+
+    name: str
+    slots: tuple[_Slot | None, ...]
+    fwd: str
+    dgrad: str
+    wgrad: str
+    base: torch.dtype
+    out_bf16: bool
+    token_multiple: int  # what tokens (rows of x) must be a multiple of
+
+    def output(self, out: Tensor) -> Tensor:
+        return out.to(torch.bfloat16).float() if self.out_bf16 else out
+
+
+def _gemms(recipe: TrainingRecipe, base: torch.dtype, gemm_output: str) -> RecipeGemms:
+    slots = tuple(
+        None if s is None else _Slot(recipe_plan(s.recipe, s.stochastic), s.rht, s.stochastic)
+        for s in recipe.slots
+    )
+    hp_carrier = (
+        "bf16" if base == torch.bfloat16 else "fp32"
+    )  # unquantized slots multiply base-precision values
+
+    def carrier(i: int) -> str:
+        return hp_carrier if slots[i] is None or slots[i + 1] is None else "bf16"
+
+    multiple = 1
+    for i, s in enumerate(slots):
+        if s is not None and i in (0, 2):  # fwd act, dgrad grad: tokens are rows
+            multiple = math.lcm(multiple, s.plan.recipe.row_multiple)
+        if s is not None and i in (4, 5):  # wgrad: tokens are K
+            multiple = math.lcm(multiple, s.plan.recipe.k_multiple, 16 if s.rht else 1)
+    return RecipeGemms(
+        recipe.name, slots, carrier(0), carrier(2), carrier(4), base, gemm_output == "bf16", multiple
+    )
+
+
+def _outer(pa: Tensor | None, pb: Tensor | None, c: int) -> Tensor:
+    """The output factor of K chunk c: f_a[:, c] ⊗ f_b[:, c] (a factor of one column serves every chunk)."""
+    a = None if pa is None else pa[:, c : c + 1] if pa.shape[1] > 1 else pa
+    b = None if pb is None else (pb[:, c : c + 1] if pb.shape[1] > 1 else pb).t()
+    if a is None:
+        assert b is not None
+        return b
+    return a if b is None else a * b
+
+
+def scaled_mm(a: Tensor, pa: Tensor | None, b: Tensor, pb: Tensor | None, carrier: str) -> Tensor:
+    """a @ bᵀ for operands (M, K), (N, K) with output factors (`recipe_operand`), float32 (M, N)."""
+    if pa is None and pb is None:
+        return carrier_mm(a, b.t(), carrier)
+    chunks = max(p.shape[1] for p in (pa, pb) if p is not None)
+    if chunks == 1:
+        return carrier_mm(a, b.t(), carrier) * _outer(pa, pb, 0)
+    k = a.shape[1] // chunks
+    out = None
+    for c in range(chunks):  # FP32 promotion per K chunk, as DeepSeek-V3's fine-grained FP8 GEMM
+        part = carrier_mm(a[:, c * k : (c + 1) * k], b[:, c * k : (c + 1) * k].t(), carrier) * _outer(
+            pa, pb, c
+        )
+        out = part if out is None else out + part
+    assert out is not None
+    return out
+
+
+_Q = tuple[Tensor, Tensor | None, Tensor | None]
+
+
+def _quantize(
+    t: Tensor, slot: _Slot | None, base: torch.dtype, key: Tensor | None, i: int, stats: bool
+) -> _Q:
+    """One slot's operand (2-D, blocks along the last dim): (values, output factors, counts or None)."""
+    if slot is None:
+        return t.to(base), None, None
+    x = t.float()
+    if slot.rht:
+        m = torch.tensor(rht_matrix(), dtype=torch.float32, device=x.device)
+        x = (x.reshape(-1, 16) @ m).reshape(x.shape)
+    k = None if key is None or not slot.stochastic else key + i
+    return recipe_operand(x, slot.plan, k, stats)
+
+
+def _count_rows(parts: Sequence[tuple[int, Tensor | None]], like: Tensor) -> Tensor:
+    """Counts of slots (operand row, counts) as an (operands, 5) float64 tensor."""
+    rows = [like.new_zeros(_COUNT_COLS, dtype=torch.float64) for _ in OPERANDS]
+    for row, c in parts:
+        if c is not None:
+            rows[row] = rows[row] + c
+    return torch.stack(rows)
+
+
+_ROW = {op: OPERANDS.index(op) for op in OPERANDS}
+
+
+class _RecipeLinearFn(torch.autograd.Function):
+    @staticmethod
+    def forward(
+        ctx: Any,
+        x: Tensor,
+        weight: Tensor,
+        bias: Tensor | None,
+        x_hp: Tensor,
+        xa: Tensor,
+        xp: Tensor | None,
+        wa: Tensor,
+        wp: Tensor | None,
+        key: Tensor | None,
+        sink: Tensor | None,
+        gemms: RecipeGemms,
+    ) -> Tensor:
+        out = scaled_mm(xa, xp, wa, wp, gemms.fwd)
+        if bias is not None:
+            out = out + bias.float()
+        ctx.save_for_backward(x_hp, weight, key)
+        ctx.gemms = gemms
+        ctx.meta = (x.dtype, weight.dtype, None if bias is None else bias.dtype)
+        shape = (*x.shape[:-1], out.shape[-1])
+        return gemms.output(out).reshape(shape).to(torch.promote_types(x.dtype, torch.float32))
+
+    @staticmethod
+    def backward(ctx: Any, grad_out: Tensor) -> tuple[Tensor | None, ...]:
+        x_hp, weight, key = ctx.saved_tensors
+        gm: RecipeGemms = ctx.gemms
+        x_dtype, w_dtype, b_dtype = ctx.meta
+        g = grad_out.reshape(-1, grad_out.shape[-1])
+        g_hp = g.to(gm.base)
+        stats = ctx.needs_input_grad[9]  # the telemetry sink is passed only when counting
+        parts: list[tuple[int, Tensor | None]] = []
+        dx = dw = db = None
+        if ctx.needs_input_grad[0]:
+            ga, gp, c_g = _quantize(g_hp, gm.slots[2], gm.base, key, 2, stats)
+            wa, wp, c_w = _quantize(weight.detach().t(), gm.slots[3], gm.base, key, 3, stats)
+            dx = gm.output(scaled_mm(ga, gp, wa, wp, gm.dgrad))
+            dx = dx.reshape(*grad_out.shape[:-1], weight.shape[1]).to(x_dtype)
+            parts += [(_ROW["grad"], c_g), (_ROW["weight"], c_w)]
+        if ctx.needs_input_grad[1]:
+            ga, gp, c_g = _quantize(g_hp.t(), gm.slots[4], gm.base, key, 4, stats)
+            xa, xp, c_x = _quantize(x_hp.t(), gm.slots[5], gm.base, key, 5, stats)
+            dw = gm.output(scaled_mm(ga, gp, xa, xp, gm.wgrad)).to(w_dtype)
+            parts += [(_ROW["grad"], c_g), (_ROW["act"], c_x)]
+        if b_dtype is not None and ctx.needs_input_grad[2]:
+            db = g.float().sum(0).to(b_dtype)
+        counts = _count_rows(parts, g) if stats else None
+        return dx, dw, db, None, None, None, None, None, None, counts, None
+
+
+def recipe_linear(mod: SimLinear, input: Tensor) -> Tensor:
+    """`SimLinear.forward` under a training recipe (autocast is off: the recipe sets the precision)."""
+    st = mod._sim
+    gm: RecipeGemms = st.recipe
+    tokens = input.numel() // input.shape[-1]
+    if tokens % gm.token_multiple:
+        raise ValueError(
+            f"{gm.name}: the GEMMs' blocks need the number of tokens per micro-batch to be a multiple of "
+            f"{gm.token_multiple}, got {tokens}"
+        )
+    key = st.next_key()
+    x_hp = input.detach().reshape(-1, input.shape[-1]).to(gm.base)
+    counting = st.counting
+    xa, xp, c_x = _quantize(x_hp, gm.slots[0], gm.base, key, 0, counting)
+    wa, wp, c_w = _quantize(mod.weight.detach(), gm.slots[1], gm.base, key, 1, counting)
+    if counting:
+        st.counts.add_(_count_rows([(_ROW["act"], c_x), (_ROW["weight"], c_w)], x_hp))
+    sink = st.sink if counting and any(s is not None for s in gm.slots[2:]) else None
+    return _RecipeLinearFn.apply(input, mod.weight, mod.bias, x_hp, xa, xp, wa, wp, key, sink, gm)
+
+
+class _RecipeState(_SimState):
+    """`_SimState` for a training recipe: per-operand counts of all copies, 8 stream keys per call."""
+
+    def __init__(self, gemms: RecipeGemms, seed: int, device: torch.device) -> None:
+        self.formats = {}
+        self.recipe = gemms
+        self.recipe_forward = recipe_linear
+        self.gemms = gemms
+        self.stochastic = any(s is not None and s.stochastic for s in gemms.slots)
+        shape = (len(OPERANDS), _COUNT_COLS)
+        self._init_streams(seed, device, shape, shape, stride=KEY_STRIDE)
+
+
+class RecipeHandle(SimulatedHandle):
+    """`SimulatedHandle` of a training recipe; `pop_stats` also reports the clamped block-scale fraction."""
+
+    def __init__(self, modules: dict[str, SimLinear], recipe: TrainingRecipe, state: _RecipeState) -> None:
+        super().__init__(modules, {}, state)
+        self.recipe = recipe
+        self.operands = [op for op in OPERANDS if any(s is not None for (_, o), s in zip(SLOTS, recipe.slots, strict=True) if o == op)]  # fmt: skip
+
+    def pop_stats(self) -> dict[str, float]:
+        """Per quantized operand, over all its copies since the last call (one host sync; resets):
+        ``{kind}_overflow_frac``, ``{kind}_underflow_frac``, ``{kind}_scale_clamp_frac`` (blocks whose scale
+        clamped to the scale format's range)."""
+        st = self._state
+        grad = st.sink.grad if st.sink.grad is not None else torch.zeros_like(st.sink)
+        rows = (st.counts + grad.detach()).tolist()
+        st.counts.zero_()
+        st.sink.grad = None
+        out: dict[str, float] = {}
+        for kind in self.operands:
+            ovf, unf, n, clamped, blocks = rows[OPERANDS.index(kind)]
+            out[f"{kind}_overflow_frac"] = ovf / n if n else 0.0
+            out[f"{kind}_underflow_frac"] = unf / n if n else 0.0
+            out[f"{kind}_scale_clamp_frac"] = clamped / blocks if blocks else 0.0
+        return out
+
+    def __repr__(self) -> str:
+        return f"RecipeHandle({len(self.modules)} modules, {self.recipe.name})"
+
+
+def apply_recipe(
+    model: nn.Module,
+    recipe: TrainingRecipe | str,
+    include: Sequence[str] = ("*",),
+    exclude: Sequence[str] = DEFAULT_EXCLUDE,
+    *,
+    seed: int | None = None,
+    device: torch.device | str | None = None,
+    base: str = "bf16",
+    gemm_output: str = "fp32",
+) -> RecipeHandle:
+    """Convert matching `nn.Linear` modules in place to `SimLinear` running `recipe` (a `TrainingRecipe` or spec).
+
+    `base` (``bf16`` or ``fp32``) is the precision of the high-precision act/grad copies and of unquantized
+    slots. Raises ValueError if nothing matched or a layer's dimensions do not fit the recipe's blocks.
+    """
+    r = parse_training_recipe(recipe) if isinstance(recipe, str) else recipe
+    matched = _match(model, tuple(include), tuple(exclude))
+    for name, mod in matched.items():
+        try:
+            check_linear(r, mod.in_features, mod.out_features)
+        except ValueError as e:
+            raise ValueError(f"layer {name!r}: {e}") from None
+    if device is None:
+        device = next(iter(matched.values())).weight.device
+    gemms = _gemms(r, torch.bfloat16 if base == "bf16" else torch.float32, gemm_output)
+    state = _RecipeState(gemms, 0 if seed is None else seed, torch.device(device))
+    for mod in matched.values():
+        mod.__class__ = SimLinear
+        mod._sim = state
+    return RecipeHandle(dict(matched), r, state)  # type: ignore[arg-type]
