@@ -274,24 +274,27 @@ class _SimLinearFn(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx: Any, grad_out: Tensor) -> tuple[Tensor | None, ...]:
-        wq, key, xw = ctx.saved_tensors
-        gemms: _Gemms = ctx.gemms
-        x_dtype, w_dtype, b_dtype = ctx.meta
-        g = grad_out.reshape(-1, grad_out.shape[-1]).float()
-        gq, counts = g, None
-        if gemms.grad_plan is not None:
-            gq, counts = quantize_values(g, gemms.grad_plan, None if key is None else key + 2, ctx.stats)
-            gq = gq.to(gemms.grad_store)
-        dx = dw = db = None
-        if ctx.needs_input_grad[0]:
-            dx = gemms.output(carrier_mm(gq, wq, gemms.dgrad))
-            dx = dx.reshape(*grad_out.shape[:-1], wq.shape[1]).to(x_dtype)
-        if ctx.needs_input_grad[1]:
-            gw = gq if gemms.wgrad_hp is None else g.to(gemms.wgrad_hp)
-            dw = gemms.output(carrier_mm(gw.t(), xw.reshape(-1, xw.shape[-1]), gemms.wgrad)).to(w_dtype)
-        if b_dtype is not None and ctx.needs_input_grad[2]:
-            db = g.sum(0).to(b_dtype)
-        return dx, dw, db, None, None, None, counts, None
+        # eager backward runs without autocast; a compiled one inherits the forward's (torch's
+        # backward_pass_autocast="same_as_forward"), which rounded GEMM operands to bf16 under the bf16 base
+        with _no_autocast(grad_out.device.type):
+            wq, key, xw = ctx.saved_tensors
+            gemms: _Gemms = ctx.gemms
+            x_dtype, w_dtype, b_dtype = ctx.meta
+            g = grad_out.reshape(-1, grad_out.shape[-1]).float()
+            gq, counts = g, None
+            if gemms.grad_plan is not None:
+                gq, counts = quantize_values(g, gemms.grad_plan, None if key is None else key + 2, ctx.stats)
+                gq = gq.to(gemms.grad_store)
+            dx = dw = db = None
+            if ctx.needs_input_grad[0]:
+                dx = gemms.output(carrier_mm(gq, wq, gemms.dgrad))
+                dx = dx.reshape(*grad_out.shape[:-1], wq.shape[1]).to(x_dtype)
+            if ctx.needs_input_grad[1]:
+                gw = gq if gemms.wgrad_hp is None else g.to(gemms.wgrad_hp)
+                dw = gemms.output(carrier_mm(gw.t(), xw.reshape(-1, xw.shape[-1]), gemms.wgrad)).to(w_dtype)
+            if b_dtype is not None and ctx.needs_input_grad[2]:
+                db = g.sum(0).to(b_dtype)
+            return dx, dw, db, None, None, None, counts, None
 
 
 def _no_autocast(device_type: str) -> contextlib.AbstractContextManager[Any]:

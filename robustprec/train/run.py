@@ -12,14 +12,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from robustprec.config import Config
+from robustprec.config import Config, HighPrecisionLayers
 from robustprec.data.batches import BatchStream, eval_sequences, split_tokens
 from robustprec.data.corpus import Corpus, load_corpus
 from robustprec.data.tokenizer import load_tokenizer
 from robustprec.errors import RobustprecError
 from robustprec.model.presets import ModelSpec, resolve_spec
 from robustprec.model.transformer import Transformer, build_model
-from robustprec.numerics.backends import Backend, make_backend
+from robustprec.numerics.backends import Backend, SimBackend, make_backend
+from robustprec.numerics.compile_check import check_compiled_gradients
 from robustprec.train.engine import build_engine, init_distributed, select_device
 from robustprec.train.evaluation import EvalShard, shard_eval_set
 
@@ -96,6 +97,17 @@ def _load_data(cfg: Config) -> tuple[Corpus, BatchStream, np.ndarray, ModelSpec]
     return corpus, stream, eval_sequences(eval_tokens, seq, cfg.train.eval_sequences), spec
 
 
+def _check_compiled_gradients(cfg: Config, backend: Backend, device: torch.device) -> None:
+    """Simulated backends: refuse to compile where torch's compiled graph gets their gradients wrong (see
+    `robustprec.numerics.compile_check`); a probe of two linears converted like the model's."""
+    if not isinstance(backend, SimBackend):
+        return
+    probe_cfg = cfg.numerics.model_copy(
+        update={"include": ["*"], "exclude": [], "high_precision_layers": HighPrecisionLayers()}
+    )
+    check_compiled_gradients(lambda m: make_backend(probe_cfg, device).wrap(m, seed=0), device, backend.name)
+
+
 def setup_run(
     cfg: Config,
     out: Path,
@@ -115,10 +127,9 @@ def setup_run(
     checksum = float(sum(p.detach().double().abs().sum() for p in model.parameters()))
     backend = make_backend(cfg.numerics, device)
     wrapped = backend.wrap(model, seed=cfg.effective_init_seed + SR_SEED_OFFSET)
-    if (
-        cfg.train.compile
-    ):  # the pure model, not the engine: DeepSpeed's forward hooks graph-break (CUDA-measured)
-        model.compile()
+    if cfg.train.compile:
+        _check_compiled_gradients(cfg, backend, device)
+        model.compile()  # the pure model, not the engine: DeepSpeed's forward hooks graph-break (CUDA-measured)
     engine = build_engine(wrapped, cfg, world, device, backend)
     backend.attach(engine)
     return Run(

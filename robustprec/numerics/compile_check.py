@@ -1,0 +1,77 @@
+"""Does torch.compile keep a numerics backend's gradients on this machine? A two-layer probe, eager vs compiled.
+
+Measured on an H200 with torch 2.11 + CUDA 13 (2026-11-29): a compiled stack of simulated GEMMs (`SimLinear`)
+returned zero weight gradients on CUDA, under dynamo alone (backend ``eager``) as under inductor, while its forward
+matched eager and the same code on CPU (torch 2.13) matched eager bit for bit. The cause is in torch's tracing of
+the autograd function, not in the quantizer (fp32 carriers and unquantized gradients broke the same way). So the
+trainer runs this probe before it compiles a model under a simulated backend, and refuses to compile where the
+probe's compiled gradients disagree with eager ones.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from robustprec.errors import ConfigError
+
+PROBE_WIDTH = 128  # a multiple of every recipe's block (32 MX, 16 NVFP4, 128 fp8_block)
+PROBE_TOKENS = 128
+TOLERANCE = (
+    0.05  # relative to the largest gradient: summation order may flip a rounding; a broken graph gives ~1
+)
+
+
+def _probe(device: torch.device) -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Linear(PROBE_WIDTH, PROBE_WIDTH), nn.ReLU(), nn.Linear(PROBE_WIDTH, PROBE_WIDTH)
+    ).to(device)
+
+
+def _weight_grads(
+    prepare: Callable[[nn.Module], nn.Module], device: torch.device, compiler: str | None
+) -> list[torch.Tensor]:
+    model = _probe(device)
+    run = prepare(model)
+    if compiler is not None:
+        model.compile(
+            backend=compiler
+        )  # in place, inside the wrapper: as the trainer compiles its pure model
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randn(2, PROBE_TOKENS // 2, PROBE_WIDTH, generator=gen).to(device)
+    run(x).float().square().mean().backward()
+    return [m.weight.grad.detach().double().clone() for m in model if isinstance(m, nn.Linear)]
+
+
+def compiled_gradient_error(
+    prepare: Callable[[nn.Module], nn.Module], device: torch.device, compiler: str = "inductor"
+) -> float:
+    """Largest |compiled − eager| weight gradient of the probe, relative to the largest eager one. `prepare`
+    converts a fresh probe in place and returns the module to call (e.g. a backend's `wrap`)."""
+    eager = _weight_grads(prepare, device, None)
+    compiled = _weight_grads(prepare, device, compiler)
+    scale = max(float(g.nan_to_num(nan=0.0, posinf=0.0, neginf=0.0).abs().max()) for g in eager) or 1.0
+    return max(float(_difference(c, e).max()) for c, e in zip(compiled, eager, strict=True)) / scale
+
+
+def _difference(c: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
+    """|c − e|, zero where both hold the same value, infinities and NaNs included (a format that overflows in
+    eager must overflow alike compiled)."""
+    same = (c == e) | (c.isnan() & e.isnan())
+    return torch.where(same, 0.0, (c - e).abs().nan_to_num(nan=torch.inf))
+
+
+def check_compiled_gradients(
+    prepare: Callable[[nn.Module], nn.Module], device: torch.device, what: str, compiler: str = "inductor"
+) -> None:
+    """Raise ConfigError if compiling changes the probe's gradients beyond `TOLERANCE`."""
+    err = compiled_gradient_error(prepare, device, compiler)
+    if not err <= TOLERANCE:
+        raise ConfigError(
+            f"train.compile: torch {torch.__version__} compiles {what} on {device.type} with wrong gradients "
+            f"(a probe's compiled weight gradients differ from eager by {err:.2g} of their size); "
+            "set train.compile=false"
+        )
