@@ -93,7 +93,56 @@ def norms() -> None:
         sim._no_autocast = saved
 
 
+class _OperandsOutside(torch.autograd.Function):
+    """SimLinear's pattern: the operands are made outside (from detached tensors); x and w only route gradients."""
+
+    @staticmethod
+    def forward(ctx, x, w, xq, wq):  # type: ignore[no-untyped-def, override]
+        ctx.save_for_backward(xq, wq)
+        return xq @ wq.t()
+
+    @staticmethod
+    def backward(ctx, g):  # type: ignore[no-untyped-def, override]
+        xq, wq = ctx.saved_tensors
+        return g @ wq, g.t() @ xq, None, None
+
+
+class _OperandsInside(torch.autograd.Function):
+    """The same GEMM with the operands made inside forward from x and w."""
+
+    @staticmethod
+    def forward(ctx, x, w):  # type: ignore[no-untyped-def, override]
+        xq, wq = x.detach().bfloat16().float(), w.detach().bfloat16().float()
+        ctx.save_for_backward(xq, wq)
+        return xq @ wq.t()
+
+    @staticmethod
+    def backward(ctx, g):  # type: ignore[no-untyped-def, override]
+        xq, wq = ctx.saved_tensors
+        return g @ wq, g.t() @ xq
+
+
+def hypotheses() -> None:
+    """Minimal autograd functions: which pattern loses the weight gradient when compiled on this device?"""
+    dev = "cuda" if torch.cuda.is_available() else "cpu"
+    for label, fn in (
+        ("operands made outside", lambda x, w: _OperandsOutside.apply(x, w, x.detach().bfloat16().float(),
+                                                                      w.detach().bfloat16().float())),
+        ("operands made inside", _OperandsInside.apply),
+    ):  # fmt: skip
+        for backend in (None, "eager", "aot_eager"):
+            torch._dynamo.reset()
+            torch.manual_seed(0)
+            w = torch.randn(8, 16, device=dev, requires_grad=True)
+            x = torch.randn(4, 16, device=dev, requires_grad=True)
+            f = torch.compile(fn, backend=backend, fullgraph=True) if backend else fn
+            f(x, w).square().sum().backward()
+            print(f"{label:24s} {backend or 'no compile':10s} |dW| = {float(w.grad.norm()):.4f} "
+                  f"|dX| = {float(x.grad.norm()):.4f}")  # fmt: skip
+
+
 def main() -> None:
+    hypotheses()
     norms()
     dev = "cuda" if torch.cuda.is_available() else "cpu"
     names = [f"{t}{s}" for s in (0, 1) for t in ("out", "dW0", "dW2", "dW4")]
