@@ -585,6 +585,15 @@ def _grid_points(
     return points, [[normal[a][i] for i in range(len(vals))] for a, (_, vals) in enumerate(axes)]
 
 
+def _check_plan_args(name: str, mfu: float, peak_flops: float) -> None:
+    if not _SAFE_NAME_RE.fullmatch(name) or len(name) > MAX_ID_LEN:
+        raise ConfigError(f"sweep name {name!r} must be 1-{MAX_ID_LEN} characters of A-Z a-z 0-9 . _ = -")
+    if not 0 < mfu <= 1:
+        raise ConfigError(f"assumed MFU must be in (0, 1] (got {mfu!r})")
+    if not (peak_flops > 0 and math.isfinite(peak_flops)):
+        raise ConfigError(f"peak FLOP/s must be positive (got {peak_flops!r})")
+
+
 def plan_sweep(
     cfg: Config,
     *,
@@ -598,12 +607,7 @@ def plan_sweep(
     Raises ConfigError (one line, naming the axis and value) for any invalid axis, value or combination.
     """
     name = name or cfg.name or "sweep"
-    if not _SAFE_NAME_RE.fullmatch(name) or len(name) > MAX_ID_LEN:
-        raise ConfigError(f"sweep name {name!r} must be 1-{MAX_ID_LEN} characters of A-Z a-z 0-9 . _ = -")
-    if not 0 < mfu <= 1:
-        raise ConfigError(f"assumed MFU must be in (0, 1] (got {mfu!r})")
-    if not (peak_flops > 0 and math.isfinite(peak_flops)):
-        raise ConfigError(f"peak FLOP/s must be positive (got {peak_flops!r})")
+    _check_plan_args(name, mfu, peak_flops)
     root_s = str(root)
     sweep_dir = _join(root_s if "://" in root_s else str(Path(root_s).expanduser().resolve()), name)
 
