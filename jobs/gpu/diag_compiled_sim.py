@@ -122,19 +122,49 @@ class _OperandsInside(torch.autograd.Function):
         return g @ wq, g.t() @ xq
 
 
+class _ViewOutput(torch.autograd.Function):
+    """SimLinear's output: a 3-D view (reshape) of the 2-D GEMM result, an intermediate of forward (pytorch#180642:
+    torch 2.11 may route the gradient of an output that aliases an intermediate to the wrong slot)."""
+
+    @staticmethod
+    def forward(ctx, x, w, xq, wq):  # type: ignore[no-untyped-def, override]
+        ctx.save_for_backward(xq, wq)
+        return (xq.reshape(-1, xq.shape[-1]) @ wq.t()).reshape(*xq.shape[:-1], wq.shape[0])
+
+    @staticmethod
+    def backward(ctx, g):  # type: ignore[no-untyped-def, override]
+        xq, wq = ctx.saved_tensors
+        g2 = g.reshape(-1, g.shape[-1])
+        return (g2 @ wq).reshape(xq.shape), g2.t() @ xq.reshape(-1, xq.shape[-1]), None, None
+
+
+class _FreshOutput(_ViewOutput):
+    """The same with a fresh output tensor (a copy of the view)."""
+
+    @staticmethod
+    def forward(ctx, x, w, xq, wq):  # type: ignore[no-untyped-def, override]
+        return _ViewOutput.forward(ctx, x, w, xq, wq).clone()
+
+
+def _outside(fn: type[torch.autograd.Function]):  # type: ignore[no-untyped-def]
+    return lambda x, w: fn.apply(x, w, x.detach().bfloat16().float(), w.detach().bfloat16().float())
+
+
 def hypotheses() -> None:
     """Minimal autograd functions: which pattern loses the weight gradient when compiled on this device?"""
     dev = "cuda" if torch.cuda.is_available() else "cpu"
     for label, fn in (
-        ("operands made outside", lambda x, w: _OperandsOutside.apply(x, w, x.detach().bfloat16().float(),
-                                                                      w.detach().bfloat16().float())),
+        ("operands made outside", _outside(_OperandsOutside)),
         ("operands made inside", _OperandsInside.apply),
-    ):  # fmt: skip
+        ("3-D, view output", _outside(_ViewOutput)),
+        ("3-D, fresh output", _outside(_FreshOutput)),
+    ):
         for backend in (None, "eager", "aot_eager"):
             torch._dynamo.reset()
             torch.manual_seed(0)
             w = torch.randn(8, 16, device=dev, requires_grad=True)
-            x = torch.randn(4, 16, device=dev, requires_grad=True)
+            x = torch.randn(2, 4, 16, device=dev, requires_grad=True) if "3-D" in label else None
+            x = torch.randn(4, 16, device=dev, requires_grad=True) if x is None else x
             f = torch.compile(fn, backend=backend, fullgraph=True) if backend else fn
             f(x, w).square().sum().backward()
             print(f"{label:24s} {backend or 'no compile':10s} |dW| = {float(w.grad.norm()):.4f} "
