@@ -101,33 +101,39 @@ class Recipe:
         return self.block[0] if self.block[0] > 1 else 1
 
 
-def _fail(spec: str, msg: str) -> ValueError:
-    return ValueError(f"bad recipe {spec!r}: {msg}")
+def _fail(spec: str, msg: str, kind: str = "recipe") -> ValueError:
+    return ValueError(f"bad {kind} {spec!r}: {msg}")
 
 
-def _knobs(spec: str, name: str, text: str, valid: tuple[str, ...]) -> dict[str, str]:
+def parse_knobs(
+    spec: str, name: str, text: str, valid: tuple[str, ...], kind: str = "recipe"
+) -> dict[str, str]:
+    """`key=value,...` options of `name` in `spec`, each key among `valid` and given once (one-line errors that
+    start ``bad {kind}``)."""
     out: dict[str, str] = {}
     for item in filter(None, (s.strip() for s in text.split(","))):
         key, eq, value = (s.strip().lower() for s in item.partition("="))
         if key not in valid or not eq or not value:
             keys = ", ".join(valid) if valid else "none"
-            raise _fail(spec, f"unknown option {item!r} for {name}; valid keys: {keys} (as key=value)")
+            raise _fail(spec, f"unknown option {item!r} for {name}; valid keys: {keys} (as key=value)", kind)
         if key in out:
-            raise _fail(spec, f"option {key!r} given twice")
+            raise _fail(spec, f"option {key!r} given twice", kind)
         out[key] = value
     return out
 
 
-def _choice(spec: str, key: str, value: str, valid: tuple[str, ...]) -> str:
+def choose(spec: str, key: str, value: str, valid: tuple[str, ...], kind: str = "recipe") -> str:
+    """`value` of option `key` if it is among `valid`, else a one-line error naming them."""
     if value not in valid:
-        raise _fail(spec, f"{key}={value} is not valid; valid: {', '.join(valid)}")
+        raise _fail(spec, f"{key}={value} is not valid; valid: {', '.join(valid)}", kind)
     return value
 
 
-def _flag(spec: str, key: str, value: str | None, default: bool) -> bool:
+def parse_flag(spec: str, key: str, value: str | None, default: bool, kind: str = "recipe") -> bool:
+    """A true/false option (`default` when not given)."""
     if value is None:
         return default
-    return _BOOLS[_choice(spec, key, value, tuple(_BOOLS))]
+    return _BOOLS[choose(spec, key, value, tuple(_BOOLS), kind)]
 
 
 def is_recipe(spec: str) -> bool:
@@ -138,14 +144,14 @@ def is_recipe(spec: str) -> bool:
 
 def _fp8_recipe(spec: str, name: str, text: str) -> Recipe:
     tiled = name == "fp8_block"
-    kn = _knobs(spec, name, text, ("tile", "elem", "pow2") if tiled else ("elem", "pow2"))
-    elem = _choice(spec, "elem", kn.get("elem", "e4m3"), tuple(_FP8_ELEMENTS))
-    pow2 = _flag(spec, "pow2", kn.get("pow2"), default=name == "fp8_rowwise")
+    kn = parse_knobs(spec, name, text, ("tile", "elem", "pow2") if tiled else ("elem", "pow2"))
+    elem = choose(spec, "elem", kn.get("elem", "e4m3"), tuple(_FP8_ELEMENTS))
+    pow2 = parse_flag(spec, "pow2", kn.get("pow2"), default=name == "fp8_rowwise")
     opts = f"elem={elem},pow2={str(pow2).lower()}"
     if not tiled:  # torchao float8
         block = (0, 0) if name == "fp8_tensorwise" else (1, 0)
         return Recipe(f"{name}:{opts}", _FP8_ELEMENTS[elem], block, AmaxScale(pow2))
-    tile = _choice(spec, "tile", kn.get("tile", "1x128"), tuple(_TILES))  # Transformer Engine blockwise
+    tile = choose(spec, "tile", kn.get("tile", "1x128"), tuple(_TILES))  # Transformer Engine blockwise
     rule = AmaxScale(pow2, eps=0.0, convention="te")
     return Recipe(f"{name}:tile={tile},{opts}", _FP8_ELEMENTS[elem], _TILES[tile], rule)
 
@@ -157,11 +163,13 @@ def parse_recipe(spec: str) -> Recipe:
     raw, _, text = spec.strip().partition(":")
     name = _ALIASES.get(raw.strip().lower(), raw.strip().lower())
     if name in _MX_ELEMENTS:
-        mode = _choice(spec, "scale", _knobs(spec, name, text, ("scale",)).get("scale", "rceil"), MX_MODES)
+        mode = choose(
+            spec, "scale", parse_knobs(spec, name, text, ("scale",)).get("scale", "rceil"), MX_MODES
+        )
         return Recipe(f"{name}:scale={mode}", _MX_ELEMENTS[name], (1, 32), MXScale(mode))
     if name == "nvfp4":
-        tile = _choice(
-            spec, "tile", _knobs(spec, name, text, ("tile",)).get("tile", "1x16"), tuple(_NVFP4_TILES)
+        tile = choose(
+            spec, "tile", parse_knobs(spec, name, text, ("tile",)).get("tile", "1x16"), tuple(_NVFP4_TILES)
         )
         canonical = "nvfp4" if tile == "1x16" else f"nvfp4:tile={tile}"
         return Recipe(canonical, "float4_e2m1fn", _NVFP4_TILES[tile], NVFP4Scale())

@@ -19,7 +19,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from robustprec.numerics.recipe_spec import MX_MODES, check_block_shape, parse_recipe
+from robustprec.numerics.recipe_spec import (
+    MX_MODES,
+    check_block_shape,
+    choose,
+    parse_flag,
+    parse_knobs,
+    parse_recipe,
+)
 
 __all__ = [
     "GEMMS",
@@ -47,7 +54,6 @@ _MX = {
 _MX_NAMES = {"mxfp8": "e4m3", "mxfp8_e4m3": "e4m3", "mxfp8_e5m2": "e5m2", "mxfp6_e2m3": "e2m3",
              "mxfp6_e3m2": "e3m2", "mxfp4": "e2m1"}  # fmt: skip
 _FP8 = ("e4m3", "e5m2")
-_BOOLS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
 
 RECIPES: dict[str, str] = {
     "fp8_tensorwise": "torchao tensorwise: one FP32 scale max/amax per tensor; act, weight e4m3, grad e5m2; "
@@ -98,8 +104,7 @@ class TrainingRecipe:
         return replace(self, slots=(*self.slots[:4], None, None))
 
 
-def _fail(spec: str, msg: str) -> ValueError:
-    return ValueError(f"bad recipe backend {spec!r}: {msg}")
+KIND = "recipe backend"  # this module's errors start "bad recipe backend 'sim:...': ..."
 
 
 def _base_name(spec: str) -> str:
@@ -113,25 +118,15 @@ def is_training_recipe(spec: str) -> bool:
 
 def _options(spec: str, name: str, text: str) -> dict[str, str]:
     valid = (*(("scale",) if name in _MX_NAMES else _KEYS[name]), *OPERANDS)
-    out: dict[str, str] = {}
-    for item in filter(None, (s.strip() for s in text.split(","))):
-        key, eq, value = (s.strip().lower() for s in item.partition("="))
-        if key not in valid or not eq or not value:
-            raise _fail(spec, f"unknown option {item!r} for {name}; valid keys: {', '.join(valid)}")
-        if key in out:
-            raise _fail(spec, f"option {key!r} given twice")
-        out[key] = value
-    return out
+    return parse_knobs(spec, name, text, valid, KIND)
 
 
 def _choice(spec: str, key: str, value: str, valid: tuple[str, ...]) -> str:
-    if value not in valid:
-        raise _fail(spec, f"{key}={value} is not valid; valid: {', '.join(valid)}")
-    return value
+    return choose(spec, key, value, valid, KIND)
 
 
 def _flag(spec: str, opts: dict[str, str], key: str, default: bool) -> bool:
-    return _BOOLS[_choice(spec, key, opts[key], tuple(_BOOLS))] if key in opts else default
+    return parse_flag(spec, key, opts.get(key), default, KIND)
 
 
 def _elements(
