@@ -40,8 +40,8 @@ from robustprec.numerics.simulated import (
     SimLinear,
     SimulatedHandle,
     _match,
-    _no_autocast,
     _SimState,
+    autocast_off,
     carrier_mm,
 )
 from robustprec.numerics.training_recipes import SLOTS, TrainingRecipe, check_linear, parse_training_recipe
@@ -191,33 +191,31 @@ class _RecipeLinearFn(torch.autograd.Function):
         return gemms.output(out).reshape(shape).to(torch.promote_types(x.dtype, torch.float32))
 
     @staticmethod
+    @autocast_off
     def backward(ctx: Any, grad_out: Tensor) -> tuple[Tensor | None, ...]:
-        # eager backward runs without autocast; a compiled one inherits the forward's (torch's
-        # backward_pass_autocast="same_as_forward"), which rounded GEMM operands to bf16 under the bf16 base
-        with _no_autocast(grad_out.device.type):
-            x_hp, weight, key = ctx.saved_tensors
-            gm: RecipeGemms = ctx.gemms
-            x_dtype, w_dtype, b_dtype = ctx.meta
-            g = grad_out.reshape(-1, grad_out.shape[-1])
-            g_hp = g.to(gm.base)
-            stats = ctx.needs_input_grad[9]  # the telemetry sink is passed only when counting
-            parts: list[tuple[int, Tensor | None]] = []
-            dx = dw = db = None
-            if ctx.needs_input_grad[0]:
-                ga, gp, c_g = _quantize(g_hp, gm.slots[2], gm.base, key, 2, stats)
-                wa, wp, c_w = _quantize(weight.detach().t(), gm.slots[3], gm.base, key, 3, stats)
-                dx = gm.output(scaled_mm(ga, gp, wa, wp, gm.dgrad))
-                dx = dx.reshape(*grad_out.shape[:-1], weight.shape[1]).to(x_dtype)
-                parts += [(_ROW["grad"], c_g), (_ROW["weight"], c_w)]
-            if ctx.needs_input_grad[1]:
-                ga, gp, c_g = _quantize(g_hp.t(), gm.slots[4], gm.base, key, 4, stats)
-                xa, xp, c_x = _quantize(x_hp.t(), gm.slots[5], gm.base, key, 5, stats)
-                dw = gm.output(scaled_mm(ga, gp, xa, xp, gm.wgrad)).to(w_dtype)
-                parts += [(_ROW["grad"], c_g), (_ROW["act"], c_x)]
-            if b_dtype is not None and ctx.needs_input_grad[2]:
-                db = g.float().sum(0).to(b_dtype)
-            counts = _count_rows(parts, g) if stats else None
-            return dx, dw, db, None, None, None, None, None, None, counts, None
+        x_hp, weight, key = ctx.saved_tensors
+        gm: RecipeGemms = ctx.gemms
+        x_dtype, w_dtype, b_dtype = ctx.meta
+        g = grad_out.reshape(-1, grad_out.shape[-1])
+        g_hp = g.to(gm.base)
+        stats = ctx.needs_input_grad[9]  # the telemetry sink is passed only when counting
+        parts: list[tuple[int, Tensor | None]] = []
+        dx = dw = db = None
+        if ctx.needs_input_grad[0]:
+            ga, gp, c_g = _quantize(g_hp, gm.slots[2], gm.base, key, 2, stats)
+            wa, wp, c_w = _quantize(weight.detach().t(), gm.slots[3], gm.base, key, 3, stats)
+            dx = gm.output(scaled_mm(ga, gp, wa, wp, gm.dgrad))
+            dx = dx.reshape(*grad_out.shape[:-1], weight.shape[1]).to(x_dtype)
+            parts += [(_ROW["grad"], c_g), (_ROW["weight"], c_w)]
+        if ctx.needs_input_grad[1]:
+            ga, gp, c_g = _quantize(g_hp.t(), gm.slots[4], gm.base, key, 4, stats)
+            xa, xp, c_x = _quantize(x_hp.t(), gm.slots[5], gm.base, key, 5, stats)
+            dw = gm.output(scaled_mm(ga, gp, xa, xp, gm.wgrad)).to(w_dtype)
+            parts += [(_ROW["grad"], c_g), (_ROW["act"], c_x)]
+        if b_dtype is not None and ctx.needs_input_grad[2]:
+            db = g.float().sum(0).to(b_dtype)
+        counts = _count_rows(parts, g) if stats else None
+        return dx, dw, db, None, None, None, None, None, None, counts, None
 
 
 def recipe_linear(mod: SimLinear, input: Tensor) -> Tensor:

@@ -44,7 +44,8 @@ objects, hooks and state_dict keys are unchanged (optimizers and DeepSpeed/ZeRO 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Mapping, Sequence
+import functools
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from typing import Any
@@ -244,6 +245,19 @@ class _SimState:
         return q.to(self.store[kind])
 
 
+def autocast_off(backward: Callable[[Any, Tensor], Any]) -> Callable[[Any, Tensor], Any]:
+    """Run an autograd function's backward with autocast off, as eager backward runs: a compiled backward inherits
+    the forward's autocast (torch's ``backward_pass_autocast="same_as_forward"``), which rounded the GEMM
+    operands of the simulated and recipe backward to bf16 under the bf16 base."""
+
+    @functools.wraps(backward)
+    def run(ctx: Any, grad_out: Tensor) -> Any:
+        with _no_autocast(grad_out.device.type):
+            return backward(ctx, grad_out)
+
+    return run
+
+
 class _SimLinearFn(torch.autograd.Function):
     @staticmethod
     def forward(
@@ -273,28 +287,26 @@ class _SimLinearFn(torch.autograd.Function):
         )
 
     @staticmethod
+    @autocast_off
     def backward(ctx: Any, grad_out: Tensor) -> tuple[Tensor | None, ...]:
-        # eager backward runs without autocast; a compiled one inherits the forward's (torch's
-        # backward_pass_autocast="same_as_forward"), which rounded GEMM operands to bf16 under the bf16 base
-        with _no_autocast(grad_out.device.type):
-            wq, key, xw = ctx.saved_tensors
-            gemms: _Gemms = ctx.gemms
-            x_dtype, w_dtype, b_dtype = ctx.meta
-            g = grad_out.reshape(-1, grad_out.shape[-1]).float()
-            gq, counts = g, None
-            if gemms.grad_plan is not None:
-                gq, counts = quantize_values(g, gemms.grad_plan, None if key is None else key + 2, ctx.stats)
-                gq = gq.to(gemms.grad_store)
-            dx = dw = db = None
-            if ctx.needs_input_grad[0]:
-                dx = gemms.output(carrier_mm(gq, wq, gemms.dgrad))
-                dx = dx.reshape(*grad_out.shape[:-1], wq.shape[1]).to(x_dtype)
-            if ctx.needs_input_grad[1]:
-                gw = gq if gemms.wgrad_hp is None else g.to(gemms.wgrad_hp)
-                dw = gemms.output(carrier_mm(gw.t(), xw.reshape(-1, xw.shape[-1]), gemms.wgrad)).to(w_dtype)
-            if b_dtype is not None and ctx.needs_input_grad[2]:
-                db = g.sum(0).to(b_dtype)
-            return dx, dw, db, None, None, None, counts, None
+        wq, key, xw = ctx.saved_tensors
+        gemms: _Gemms = ctx.gemms
+        x_dtype, w_dtype, b_dtype = ctx.meta
+        g = grad_out.reshape(-1, grad_out.shape[-1]).float()
+        gq, counts = g, None
+        if gemms.grad_plan is not None:
+            gq, counts = quantize_values(g, gemms.grad_plan, None if key is None else key + 2, ctx.stats)
+            gq = gq.to(gemms.grad_store)
+        dx = dw = db = None
+        if ctx.needs_input_grad[0]:
+            dx = gemms.output(carrier_mm(gq, wq, gemms.dgrad))
+            dx = dx.reshape(*grad_out.shape[:-1], wq.shape[1]).to(x_dtype)
+        if ctx.needs_input_grad[1]:
+            gw = gq if gemms.wgrad_hp is None else g.to(gemms.wgrad_hp)
+            dw = gemms.output(carrier_mm(gw.t(), xw.reshape(-1, xw.shape[-1]), gemms.wgrad)).to(w_dtype)
+        if b_dtype is not None and ctx.needs_input_grad[2]:
+            db = g.sum(0).to(b_dtype)
+        return dx, dw, db, None, None, None, counts, None
 
 
 def _no_autocast(device_type: str) -> contextlib.AbstractContextManager[Any]:
