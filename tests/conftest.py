@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
@@ -40,3 +45,21 @@ def tiny_overrides(**extra: object) -> list[str]:
     }
     base.update(extra)
     return [f"{k}={v}" for k, v in base.items()]
+
+
+def kill_driver_when(args: Sequence[str], ready: Callable[[], bool], timeout_s: float = 240) -> None:
+    """Start a sweep driver (`args`), SIGKILL it and the local Ray it started once `ready()` holds, and stop
+    what is left of Ray: an interrupted sweep, for resume tests."""
+    driver = subprocess.Popen(
+        args, cwd=REPO, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    try:
+        deadline = time.time() + timeout_s
+        while not ready():
+            assert driver.poll() is None, driver.stderr.read().decode()[-2000:] if driver.stderr else ""
+            assert time.time() < deadline, "no trial finished in time"
+            time.sleep(0.5)
+    finally:
+        os.killpg(driver.pid, signal.SIGKILL)  # the driver and the local Ray it started
+        driver.wait()
+    subprocess.run([sys.executable, "-m", "ray.scripts.scripts", "stop", "--force"], capture_output=True)

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
-import time
 
 import pyarrow.parquet as pq
 import pytest
@@ -17,7 +15,7 @@ from robustprec.config import load_config
 from robustprec.sweep.plan import plan_sweep
 from robustprec.sweep.run import result_rows, run_sweep, status_counts
 from robustprec.tracking.mlflow_mirror import sync_sweep
-from tests.conftest import REPO, tiny_overrides
+from tests.conftest import REPO, kill_driver_when, tiny_overrides
 from tests.test_train import _cli
 
 SMALL = {
@@ -215,19 +213,7 @@ def test_killed_driver_resumes_without_rerunning_finished_trials(tmp_path):
     ]
     plan = small_plan(tmp_path, "r", seeds=3, lrs="[1e-3,3e-3]")
     summaries = [tmp_path / "r" / "trials" / t / "summary.json" for t in plan.trial_ids]
-    driver = subprocess.Popen(
-        args, cwd=REPO, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-    )
-    try:
-        deadline = time.time() + 240
-        while sum(p.exists() for p in summaries) < 2:
-            assert driver.poll() is None, driver.stderr.read().decode()[-2000:] if driver.stderr else ""
-            assert time.time() < deadline, "no trial finished in time"
-            time.sleep(0.5)
-    finally:
-        os.killpg(driver.pid, signal.SIGKILL)  # the driver and the local Ray it started
-        driver.wait()
-    subprocess.run([sys.executable, "-m", "ray.scripts.scripts", "stop", "--force"], capture_output=True)
+    kill_driver_when(args, lambda: sum(p.exists() for p in summaries) >= 2)
     finished = {p: p.stat().st_mtime_ns for p in summaries if p.exists()}
     assert 2 <= len(finished) < len(summaries)
 

@@ -6,10 +6,8 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +18,7 @@ from robustprec.errors import ConfigError
 from robustprec.sweep.adaptive import budget, new_search, search_trial
 from robustprec.sweep.plan import SweepPlan, plan_sweep
 from robustprec.sweep.run import result_rows, trial_status
-from tests.conftest import REPO, tiny_overrides
+from tests.conftest import REPO, kill_driver_when, tiny_overrides
 from tests.test_sweep import SMALL
 from tests.test_train import _cli
 
@@ -250,19 +248,8 @@ def test_killed_driver_resumes_the_search_without_rerunning_trials(tmp_path):
     args = [sys.executable, "-m", "robustprec", "sweep", "--storage", str(tmp_path), "--name", "r",
             *(f"--set={o}" for o in _overrides(max_concurrent=1)), *sets]  # fmt: skip
     root = tmp_path / "r"
-    driver = subprocess.Popen(
-        args, cwd=REPO, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-    )
-    try:  # kill it once the coarse bracket and a proposal after it have finished
-        deadline = time.time() + 240
-        while len(list(root.glob("trials/*/summary.json"))) < 4:
-            assert driver.poll() is None, driver.stderr.read().decode()[-2000:] if driver.stderr else ""
-            assert time.time() < deadline, "no trial finished in time"
-            time.sleep(0.5)
-    finally:
-        os.killpg(driver.pid, signal.SIGKILL)  # the driver and the local Ray it started
-        driver.wait()
-    subprocess.run([sys.executable, "-m", "ray.scripts.scripts", "stop", "--force"], capture_output=True)
+    # kill it once the coarse bracket and a proposal after it have finished
+    kill_driver_when(args, lambda: len(list(root.glob("trials/*/summary.json"))) >= 4)
     finished = {p: p.stat().st_mtime_ns for p in root.glob("trials/*/summary.json")}
     registered = SweepPlan.read(root).trial_ids
 
