@@ -43,6 +43,7 @@ from robustprec.numerics.simulated import (
     _SimState,
     autocast_off,
     carrier_mm,
+    function_output,
 )
 from robustprec.numerics.training_recipes import SLOTS, TrainingRecipe, check_linear, parse_training_recipe
 
@@ -188,7 +189,7 @@ class _RecipeLinearFn(torch.autograd.Function):
         ctx.gemms = gemms
         ctx.meta = (x.dtype, weight.dtype, None if bias is None else bias.dtype)
         shape = (*x.shape[:-1], out.shape[-1])
-        return gemms.output(out).reshape(shape).to(torch.promote_types(x.dtype, torch.float32))
+        return function_output(gemms.output(out).reshape(shape), torch.promote_types(x.dtype, torch.float32))
 
     @staticmethod
     @autocast_off

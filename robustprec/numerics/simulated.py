@@ -245,6 +245,13 @@ class _SimState:
         return q.to(self.store[kind])
 
 
+def function_output(t: Tensor, dtype: torch.dtype) -> Tensor:
+    """`t` in `dtype`, as an autograd function's forward returns it. Never ``t.to(t.dtype)``: torch 2.11's dynamo
+    traces the backward of a function whose output is that no-op alias with a zero gradient, so every compiled
+    weight gradient came out 0 (measured: tests/test_compile_check.py)."""
+    return t if t.dtype == dtype else t.to(dtype)
+
+
 def autocast_off(backward: Callable[[Any, Tensor], Any]) -> Callable[[Any, Tensor], Any]:
     """Run an autograd function's backward with autocast off, as eager backward runs: a compiled backward inherits
     the forward's autocast (torch's ``backward_pass_autocast="same_as_forward"``), which rounded the GEMM
@@ -280,11 +287,8 @@ class _SimLinearFn(torch.autograd.Function):
         ctx.gemms = gemms
         ctx.meta = (x.dtype, weight.dtype, None if bias is None else bias.dtype)
         ctx.stats = sink is not None  # the telemetry leaf is passed only when grad is quantized and counted
-        return (
-            gemms.output(out)
-            .reshape(*x.shape[:-1], out.shape[-1])
-            .to(torch.promote_types(x.dtype, weight.dtype))
-        )
+        out = gemms.output(out).reshape(*x.shape[:-1], out.shape[-1])
+        return function_output(out, torch.promote_types(x.dtype, weight.dtype))
 
     @staticmethod
     @autocast_off
