@@ -237,3 +237,56 @@ def test_backend_high_precision_layers_and_per_operand_specs() -> None:
     assert b.describe()["base"] == "fp32"
     b = convert("numerics.backend=sim:fp8_rowwise_gw_hp")
     assert b.handle.carriers == {"fwd": "bf16", "dgrad": "bf16", "wgrad": "bf16"}
+
+
+@pytest.mark.parametrize(
+    "device",
+    ["cpu", pytest.param("cuda", marks=[pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(),
+                                                                          reason="needs CUDA")])],
+)  # fmt: skip
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_fp8_tensorwise_gemm_operands_are_torchaos_real_ones(
+    device: str, dtype: torch.dtype, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # torchao's float8 training (tensorwise, not emulated: its real torch._scaled_mm calls) on one layer against
+    # sim:fp8_tensorwise: each of the three GEMMs (fwd, dgrad, wgrad) gets the same FP8 elements and the same
+    # inverse scales, bit for bit; the layer's output and gradients then differ only by the GEMMs' accumulation.
+    from torchao.float8 import Float8LinearConfig, convert_to_float8_training
+
+    import robustprec.numerics.recipe_linear as rl
+
+    w, x, g = (_heavy(*s, seed=i).to(device, dtype) for i, s in ((1, (OUT, IN)), (2, (T, IN)), (3, (T, OUT))))
+    ref, ours = (nn.Sequential(nn.Linear(IN, OUT, bias=False)).to(device, dtype) for _ in range(2))
+    for m in (ref, ours):
+        m[0].weight.data.copy_(w / 64)
+    convert_to_float8_training(ref, config=Float8LinearConfig.from_recipe_name("tensorwise"))
+    apply_recipe(ours, "fp8_tensorwise", exclude=(), base="fp32" if dtype == torch.float32 else "bf16")
+    recorded: list[tuple[torch.Tensor, ...]] = []
+    real_scaled_mm = rl.scaled_mm
+
+    def recording(a, pa, b, pb, carrier):  # type: ignore[no-untyped-def]
+        recorded.append((a.float(), b.float().t(), pa.reshape(()), pb.reshape(())))
+        return real_scaled_mm(a, pa, b, pb, carrier)
+
+    monkeypatch.setattr(rl, "scaled_mm", recording)
+    theirs: list[tuple[torch.Tensor, ...]] = []
+    real_torch_scaled_mm = torch._scaled_mm
+
+    def torchao_gemm(a, b, scale_a, scale_b, **kwargs):  # type: ignore[no-untyped-def]
+        theirs.append((a.float(), b.float(), scale_a.float(), scale_b.float()))
+        return real_torch_scaled_mm(a, b, scale_a, scale_b, **kwargs)
+
+    monkeypatch.setattr(torch, "_scaled_mm", torchao_gemm)
+    xr, xo = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
+    yr, yo = ref(xr), ours(xo)
+    yr.backward(g)
+    yo.backward(g)
+    assert len(theirs) == len(recorded) == 3  # fwd, dgrad, wgrad
+    for gemm, their, mine in zip(("fwd", "dgrad", "wgrad"), theirs, recorded, strict=True):
+        for name, t, m in zip(("A", "B", "scale_a", "scale_b"), their, mine, strict=True):
+            assert torch.equal(m, t.reshape(m.shape)), (gemm, name)
+    for a, b in ((yo, yr), (xo.grad, xr.grad), (ours[0].weight.grad, ref[0].weight.grad)):
+        scale = float(b.detach().float().abs().max())
+        # bf16: outputs rounded to bf16 (one ulp); CUDA: the forward's fast accumulation; CPU fp32: rounding order
+        tol = 2.0**-7 if dtype == torch.bfloat16 else 2.0**-8 if device == "cuda" else 1e-6
+        assert float((a.float() - b.float()).abs().max()) <= tol * scale
