@@ -498,8 +498,6 @@ def run_preset(
     by_backend: dict[str, dict[str, Any]] = {}
     for backend in split_backends(args.backends):
         cfg = make_config(args, preset, backend, ours_steps)
-        # both loops compile as the trainer does: Inductor rounds as eager under sim backends (compile_as_eager)
-        torch._inductor.config.emulate_precision_casts = backend.startswith("sim:")
         if make_backend(cfg.numerics, device).deepspeed_config():
             notes.append(f"{backend}: the plain loop has no equivalent of its DeepSpeed engine settings")
         ours = run_robustprec(cfg, geo, warm, timed, args.profile, args.host_profile)

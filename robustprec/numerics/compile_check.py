@@ -7,8 +7,8 @@ the autograd function, not in the quantizer (fp32 carriers and unquantized gradi
 trainer runs this probe before it compiles a model under a simulated backend, and refuses to compile where the
 probe's compiled gradients disagree with eager ones. The cause of that one was found (a no-op ``.to()`` on the
 autograd function's output, see `simulated.function_output`); the probe stays as the guard for the next one.
-
-`compile_as_eager` is the other half: Inductor's own precision shortcut, which the probe caught too.
+It caught a second one: Inductor drops a ``.to(bfloat16)`` whose result is read back in float32 inside a fused
+kernel, so the simulation's bf16 copies and bf16 GEMM outputs round with integer ops (`simulated.bf16_values`).
 """
 
 from __future__ import annotations
@@ -25,15 +25,6 @@ PROBE_TOKENS = 128
 TOLERANCE = (
     0.05  # relative to the largest gradient: summation order may flip a rounding; a broken graph gives ~1
 )
-
-
-def compile_as_eager() -> None:
-    """Make Inductor round where eager rounds (process-wide; call before the first compiled call). By default
-    (``emulate_precision_casts=False``) a fused kernel keeps a value that eager rounds to bf16 and back in float32,
-    which drops the simulation's bf16 rounding of GEMM outputs (``numerics.gemm_output=bf16``). Measured on CPU
-    (torch 2.13): the probe's compiled weight gradients then differ from eager by 0.072 of their size under
-    sim:fp8_tensorwise and 0.086 under sim:mxfp8; with this, by 0."""
-    torch._inductor.config.emulate_precision_casts = True
 
 
 def _probe(device: torch.device) -> nn.Module:

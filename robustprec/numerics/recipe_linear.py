@@ -42,8 +42,10 @@ from robustprec.numerics.simulated import (
     _match,
     _SimState,
     autocast_off,
+    bf16_values,
     carrier_mm,
     function_output,
+    round_output,
 )
 from robustprec.numerics.training_recipes import SLOTS, TrainingRecipe, check_linear, parse_training_recipe
 
@@ -83,7 +85,7 @@ class RecipeGemms:
     token_multiple: int  # what tokens (rows of x) must be a multiple of
 
     def output(self, out: Tensor) -> Tensor:
-        return out.to(torch.bfloat16).float() if self.out_bf16 else out
+        return round_output(out, self.out_bf16)
 
 
 def _gemms(recipe: TrainingRecipe, base: torch.dtype, gemm_output: str) -> RecipeGemms:
@@ -140,12 +142,17 @@ def scaled_mm(a: Tensor, pa: Tensor | None, b: Tensor, pb: Tensor | None, carrie
 _Q = tuple[Tensor, Tensor | None, Tensor | None]
 
 
+def _to_base(t: Tensor, base: torch.dtype) -> Tensor:
+    """`t` in the base precision, its bf16 rounding by integer ops (`bf16_values`): it is read back in float32."""
+    return bf16_values(t).to(base) if base == torch.bfloat16 and t.dtype != base else t.to(base)
+
+
 def _quantize(
     t: Tensor, slot: _Slot | None, base: torch.dtype, key: Tensor | None, i: int, stats: bool
 ) -> _Q:
     """One slot's operand (2-D, blocks along the last dim): (values, output factors, counts or None)."""
     if slot is None:
-        return t.to(base), None, None
+        return _to_base(t, base), None, None
     x = t.float()
     if slot.rht:
         m = torch.tensor(rht_matrix(), dtype=torch.float32, device=x.device)
@@ -198,7 +205,7 @@ class _RecipeLinearFn(torch.autograd.Function):
         gm: RecipeGemms = ctx.gemms
         x_dtype, w_dtype, b_dtype = ctx.meta
         g = grad_out.reshape(-1, grad_out.shape[-1])
-        g_hp = g.to(gm.base)
+        g_hp = _to_base(g, gm.base)
         stats = ctx.needs_input_grad[9]  # the telemetry sink is passed only when counting
         parts: list[tuple[int, Tensor | None]] = []
         dx = dw = db = None
@@ -230,7 +237,7 @@ def recipe_linear(mod: SimLinear, input: Tensor) -> Tensor:
             f"{gm.token_multiple}, got {tokens}"
         )
     key = st.next_key()
-    x_hp = input.detach().reshape(-1, input.shape[-1]).to(gm.base)
+    x_hp = _to_base(input.detach().reshape(-1, input.shape[-1]), gm.base)
     counting = st.counting
     xa, xp, c_x = _quantize(x_hp, gm.slots[0], gm.base, key, 0, counting)
     wa, wp, c_w = _quantize(mod.weight.detach(), gm.slots[1], gm.base, key, 1, counting)
