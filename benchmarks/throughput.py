@@ -339,7 +339,9 @@ def run_plain(
     host: bool = False,
 ) -> LoopResult:
     """The plain loop: robustprec's model and numerics backend, no engine, no records."""
-    model = make_backend(cfg.numerics, device).wrap(build_model(geo.spec, seed=cfg.effective_init_seed))
+    backend = make_backend(cfg.numerics, device)
+    model = backend.wrap(build_model(geo.spec, seed=cfg.effective_init_seed))
+    backend.count_numerics(False)  # no telemetry readings in this loop
     model.to(device)
     o = cfg.optim
     opt = torch.optim.AdamW(

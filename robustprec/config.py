@@ -98,6 +98,14 @@ class NumericsConfig(_Strict):
         default_factory=HighPrecisionLayers,
         description="sim backends: the first/last N transformer blocks stay unconverted (Megatron's option)",
     )
+    counters: Literal["telemetry_steps", "every_step"] = Field(
+        default="telemetry_steps",
+        description=(
+            "sim backends: count overflow/underflow on the steps whose telemetry is read (every "
+            "train.telemetry_interval steps and the last; the counting reductions cost a small model up to a third "
+            "of its step) or on every step (each reading then covers all steps since the last)"
+        ),
+    )
     wgrad: Literal["quantized", "high"] = Field(
         default="quantized",
         description="sim backends: high keeps the grad-weight GEMM in the base precision (unquantized)",

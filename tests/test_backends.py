@@ -56,16 +56,25 @@ def test_e4m3_without_scaling_underflows_gradients(tmp_path):
 
 
 def test_too_few_exponent_bits_overflow_and_diverge(tmp_path):
-    # E2M5 (IEEE, overflow to Inf): max normal 3.94, so normalised activations overflow at the first step.
-    s, curve = run(tmp_path, "e2m5", **{"numerics.backend": "sim:E2M5", "train.steps": 20})
-    assert (s["status"], s["reason"], s["diverged_at"]) == ("diverged", "nonfinite", 0)
-    assert curve["act_overflow_frac"][0].as_py() > 0
-    # The same format with saturation stays finite but still reports the overflow.
+    # E2M5 (IEEE, overflow to Inf): max normal 3.94, so normalised activations overflow at the first step. Counted
+    # on every step, the reading at the step the run stops says why; counted on the scheduled telemetry steps
+    # only (the default), that unscheduled step has no reading.
+    for counters, reading in (("every_step", True), ("telemetry_steps", False)):
+        s, curve = run(tmp_path, f"e2m5-{counters}", **{"numerics.backend": "sim:E2M5", "train.steps": 20,
+                                                         "numerics.counters": counters})  # fmt: skip
+        assert (s["status"], s["reason"], s["diverged_at"]) == ("diverged", "nonfinite", 0)
+        assert ("act_overflow_frac" in curve.column_names) is reading
+        assert not reading or curve["act_overflow_frac"][0].as_py() > 0
+    # The same format with saturation stays finite but still reports the overflow, read every telemetry_interval
+    # (10) steps and at the last step; the default counts those steps alone.
     s2, curve2 = run(
-        tmp_path, "e2m5s", **{"numerics.backend": "sim:E2M5:overflow=saturate", "train.steps": 20}
+        tmp_path, "e2m5s", **{"numerics.backend": "sim:E2M5:overflow=saturate", "train.steps": 25}
     )
-    assert s2["steps_completed"] == 20 and s2["reason"] != "nonfinite"
-    assert curve2["act_overflow_frac"][9].as_py() > 0  # read every telemetry_interval (10) steps
+    assert s2["steps_completed"] == 25 and s2["reason"] != "nonfinite"
+    frac = curve2["act_overflow_frac"].to_pylist()
+    assert [i for i, v in enumerate(frac) if v is not None] == [9, 19, 24] and all(
+        frac[i] > 0 for i in (9, 19, 24)
+    )
 
 
 def test_sim_operand_and_module_selection(tmp_path):

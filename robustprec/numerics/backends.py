@@ -98,6 +98,9 @@ class Backend:
         """Telemetry accumulated since the last call (e.g. overflow/underflow fractions)."""
         return {}
 
+    def count_numerics(self, on: bool) -> None:
+        """Whether the next training steps add to the numerics counters (the trainer arms them per step)."""
+
     def loss_scale(self) -> float | None:
         """The factor gradients are multiplied by (fp16 dynamic loss scaling); None without one."""
         return None
@@ -169,6 +172,10 @@ class SimBackend(Backend):
 
     def pop_telemetry(self) -> dict[str, float]:
         return self.handle.pop_stats() if self.handle is not None else {}
+
+    def count_numerics(self, on: bool) -> None:
+        if self.handle is not None:
+            self.handle.stats_enabled = on  # a compiled model keeps one graph for each setting
 
     def evaluation(self) -> contextlib.AbstractContextManager[None]:
         return self.handle.evaluation()

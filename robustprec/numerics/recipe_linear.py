@@ -280,9 +280,9 @@ class RecipeHandle(SimulatedHandle):
         out: dict[str, float] = {}
         for kind in self.operands:
             ovf, unf, n, clamped, blocks = rows[OPERANDS.index(kind)]
-            out[f"{kind}_overflow_frac"] = ovf / n if n else 0.0
-            out[f"{kind}_underflow_frac"] = unf / n if n else 0.0
-            out[f"{kind}_scale_clamp_frac"] = clamped / blocks if blocks else 0.0
+            if n:  # nothing counted (counters off since the last reading): no reading
+                out[f"{kind}_overflow_frac"], out[f"{kind}_underflow_frac"] = ovf / n, unf / n
+                out[f"{kind}_scale_clamp_frac"] = clamped / blocks if blocks else 0.0
         return out
 
     def __repr__(self) -> str:

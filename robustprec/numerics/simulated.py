@@ -393,7 +393,8 @@ class SimulatedHandle:
         self._state.telemetry = bool(value)
 
     def pop_stats(self) -> dict[str, float]:
-        """Overflow/underflow fractions per quantized operand since the last call (one host sync); resets.
+        """Overflow/underflow fractions per quantized operand over the elements counted since the last call (one
+        host sync; none for an operand with nothing counted); resets.
 
         Keys: ``{kind}_overflow_frac`` (finite elements that saturated or became Inf/NaN) and
         ``{kind}_underflow_frac`` (nonzero elements that became zero), for kind in the quantized operands.
@@ -406,8 +407,8 @@ class SimulatedHandle:
         out: dict[str, float] = {}
         for kind in self.formats:
             ovf, unf, n = rows[OPERANDS.index(kind)]
-            out[f"{kind}_overflow_frac"] = ovf / n if n else 0.0
-            out[f"{kind}_underflow_frac"] = unf / n if n else 0.0
+            if n:  # nothing counted (counters off since the last reading): no reading
+                out[f"{kind}_overflow_frac"], out[f"{kind}_underflow_frac"] = ovf / n, unf / n
         return out
 
     def state_dict(self) -> dict[str, Any]:

@@ -20,9 +20,14 @@ if TYPE_CHECKING:
     from robustprec.train.run import Run
 
 
+def telemetry_scheduled(run: Run, step: int) -> bool:
+    """Every `telemetry_interval` steps and at the last step."""
+    return (step + 1) % run.cfg.train.telemetry_interval == 0 or run.is_last(step)
+
+
 def telemetry_due(run: Run, step: int) -> bool:
-    """Every `telemetry_interval` steps, at the last step, and at the step a run stops (a divergence)."""
-    return (step + 1) % run.cfg.train.telemetry_interval == 0 or run.is_last(step) or run.stop
+    """The scheduled steps and the step a run stops (a divergence)."""
+    return telemetry_scheduled(run, step) or run.stop
 
 
 class Divergence(Callback):
@@ -165,14 +170,25 @@ class ActivationTelemetry(Callback):
 
 
 class NumericsTelemetry(Callback):
-    """The backend's counters (overflow/underflow fractions, fp16 loss scale), read once per telemetry interval:
-    fractions cover every training step since the last reading."""
+    """The backend's counters (overflow/underflow fractions, fp16 loss scale), read once per telemetry interval.
+    With ``numerics.counters: telemetry_steps`` only the scheduled steps count (a stop between them reads no
+    fractions); with ``every_step`` a reading covers every training step since the last one."""
 
     name = "numerics"
+
+    def on_start(self, run: Run) -> None:
+        self._arm(run, run.start_step)
 
     def on_step(self, run: Run, row: Row) -> None:
         if telemetry_due(run, row["step"]):
             row.update(run.backend.pop_telemetry())
+
+    def on_step_end(self, run: Run, row: Row) -> None:
+        self._arm(run, row["step"] + 1)
+
+    def _arm(self, run: Run, step: int) -> None:
+        every = run.cfg.numerics.counters == "every_step"
+        run.backend.count_numerics(every or telemetry_scheduled(run, step))
 
 
 def _full_param(p: nn.Parameter) -> Tensor:
