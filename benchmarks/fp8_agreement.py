@@ -26,11 +26,11 @@ from robustprec.train.loop import train
 from robustprec.train.reporting import Console
 
 # label: (backend, compile, extra overrides). The sim recipe rounds its GEMM outputs to bf16, as the real one does.
-RUNS: dict[str, tuple[str, bool, list[str]]] = {
-    "bf16 compiled": ("bf16", True, []),
-    "bf16 eager": ("bf16", False, []),
+RUNS: dict[str, tuple[str, bool, list[str]]] = {  # the pair under test first
     "fp8 (torchao tensorwise)": ("fp8", True, ["numerics.fp8_skip_small=false"]),
     "sim:fp8_tensorwise": ("sim:fp8_tensorwise", True, ["numerics.gemm_output=bf16"]),
+    "bf16 compiled": ("bf16", True, []),
+    "bf16 eager": ("bf16", False, []),
 }
 PAIRS = {  # what is compared: (a, b)
     "noise: bf16 compiled vs eager": ("bf16 compiled", "bf16 eager"),
@@ -68,17 +68,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="extra config override")
     ap.add_argument("--json", default="")
     args = ap.parse_args(argv)
-    curves = {}
-    for label, (backend, compiled, extra) in RUNS.items():
-        curves[label] = losses(args, backend, compiled, extra)
-        print(f"[fp8_agreement] {label}: final loss {curves[label][-1]:.4f}", flush=True)
+    curves: dict[str, list[float]] = {}
     out: dict[str, Any] = {
         "device": device_name("cuda" if torch.cuda.is_available() else "cpu"),
         "torch": torch.__version__,
         "command": " ".join(["python", *sys.argv]) if argv is None else " ".join(argv),
-        "pairs": {name: compare(curves[a], curves[b]) for name, (a, b) in PAIRS.items()},
         "curves": curves,
     }
+    for label, (backend, compiled, extra) in RUNS.items():
+        curves[label] = losses(args, backend, compiled, extra)
+        print(f"[fp8_agreement] {label}: final loss {curves[label][-1]:.4f}", flush=True)
+        if args.json:  # what is done so far survives a time limit
+            Path(args.json).write_text(json.dumps(out, indent=1))
+    out["pairs"] = {name: compare(curves[a], curves[b]) for name, (a, b) in PAIRS.items()}
     print(f"\n{out['device']}, {args.preset}, {args.steps} steps, seed {args.seed}: per-step |Δ loss|\n")
     print("| pair | max | mean | last |\n|---|---|---|---|")
     for name, d in out["pairs"].items():
