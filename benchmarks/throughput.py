@@ -183,6 +183,7 @@ class StepClock:
         wall_ms = 1e3 * sum(self.step_seconds(first, first + self.active)) / self.active
         cats = dict.fromkeys(CATEGORY_NAMES, 0.0)
         per_name: dict[str, float] = {}
+        launches = 0  # kernels (or CPU ops) per step: a launch-bound model's cost is their count
         for evt in self.prof.key_averages():
             # user annotations (ProfilerStep#, record_function ranges) span kernels: not kernel time themselves
             if getattr(evt, "is_user_annotation", False) or evt.key.startswith(("ProfilerStep", "[")):
@@ -194,6 +195,7 @@ class StepClock:
             else:
                 us = evt.self_cpu_time_total
             ms = us / 1e3 / self.active
+            launches += evt.count
             cats[category(evt.key, cpu=not self.cuda)] += ms
             per_name[evt.key] = per_name.get(evt.key, 0.0) + ms
         busy = sum(cats.values())
@@ -208,6 +210,7 @@ class StepClock:
             "step_ms": wall_ms,
             "busy_ms": busy,
             "busy_fraction": busy / wall_ms,
+            "kernels_per_step": launches / self.active,
             "categories_ms": cats,
             "gemm_flops_per_step": gemm_flops,
             "attention_flops_per_step": attn_flops,
@@ -456,8 +459,8 @@ def print_report(out: dict[str, Any]) -> None:
         what = "CUDA kernel" if out["profiles"][0]["activity"] == "cuda" else "CPU op self (no CUDA)"
         print(f"\nprofile, {PROFILE_STEPS} steps after the timed ones: {what} time in ms per step (share of it), "
               "busy = that time / step wall time")  # fmt: skip
-        print(f"| preset | backend | loop | step ms | busy | {' | '.join(CATEGORY_NAMES)} | GEMM TFLOP/s "
-              f"| attn TFLOP/s |\n" + "|---" * (len(CATEGORY_NAMES) + 7) + "|")  # fmt: skip
+        print(f"| preset | backend | loop | step ms | busy | kernels/step | {' | '.join(CATEGORY_NAMES)} "
+              f"| GEMM TFLOP/s | attn TFLOP/s |\n" + "|---" * (len(CATEGORY_NAMES) + 8) + "|")  # fmt: skip
         for p in out["profiles"]:
             busy = p["busy_ms"] or math.inf
             cats = " | ".join(f"{ms:.2f} ({100 * ms / busy:.0f}%)" for ms in p["categories_ms"].values())
@@ -465,7 +468,7 @@ def print_report(out: dict[str, Any]) -> None:
             if p["gemm_fraction_of_peak"] is not None:
                 gemm += f" ({100 * p['gemm_fraction_of_peak']:.0f}% of bf16 peak)"
             print(f"| {p['preset']} | {p['backend']} | {p['loop']} | {p['step_ms']:.1f} "
-                  f"| {100 * p['busy_fraction']:.0f}% | {cats} | {gemm} | {_fmt(p['attention_tflops'], '.0f')} |")  # fmt: skip
+                  f"| {100 * p['busy_fraction']:.0f}% | {p['kernels_per_step']:.0f} | {cats} | {gemm} | {_fmt(p['attention_tflops'], '.0f')} |")  # fmt: skip
         for p in out["profiles"]:
             top = "; ".join(f"{t['name'][:70]} [{t['category']}] {t['ms']:.2f}" for t in p["top"][:5])
             print(f"top ms/step, {p['preset']} {p['backend']} {p['loop']}: {top}")
