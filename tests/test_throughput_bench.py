@@ -48,7 +48,9 @@ def test_throughput_benchmark_writes_rows_and_profiles(tmp_path):
     assert len(res["profiles"]) == 2 * 4 + 1
     for p in res["profiles"]:
         assert p["step_ms"] > 0 and p["busy_ms"] > 0
-        assert p["kernels_per_step"] >= 2 * 4  # at least a forward and a backward GEMM per block (tiny: 2 blocks)
+        assert (
+            p["kernels_per_step"] >= 2 * 4
+        )  # at least a forward and a backward GEMM per block (tiny: 2 blocks)
         assert set(p["categories_ms"]) >= {"gemm", "attention", "optimizer", "other"}
         assert all(ms >= 0 for ms in p["categories_ms"].values())
         assert p["categories_ms"]["gemm"] > 0  # aten::mm / addmm on CPU
