@@ -487,7 +487,7 @@ def run_preset(
     args: argparse.Namespace, preset: str, device: torch.device, peak: float | None, out: dict
 ) -> None:
     """Every backend of one preset through both loops (and the independent GPT); appends to `out`."""
-    rows, profiles, notes = out["rows"], out["profiles"], out["notes"]
+    rows, notes = out["rows"], out["notes"]
     warm, timed = args.warmup, args.steps
     # the trainer runs one more step (it evaluates at its last one), and the profiled ones after that
     ours_steps = timed + 1 + (1 + PROFILE_STEPS if args.profile else 0)
@@ -528,13 +528,9 @@ def run_preset(
         by_backend[backend] = row
         print(f"[throughput] {preset} {backend}: robustprec {ours.step_ms:.1f} ms/step, plain "
               f"{_fmt(row['plain_step_ms'], '.1f')} ms/step", flush=True)  # fmt: skip
-        for loop, res in (("robustprec", ours), ("plain", plain)):
-            if res is not None and res.profile is not None:
-                profiles.append({"preset": preset, "backend": backend, "loop": loop, **res.profile})
-            if res is not None and res.host is not None:
-                out["host_profiles"].append(
-                    {"preset": preset, "backend": backend, "loop": loop, "top": res.host}
-                )
+        _collect_profiles(out, {"preset": preset, "backend": backend}, ours, plain)
+        if args.json:  # what is measured so far survives a time limit
+            Path(args.json).write_text(json.dumps(out, indent=1))
     bf = by_backend.get("bf16")
     for b, r in by_backend.items():
         if bf is not None and b != "bf16":
@@ -556,10 +552,30 @@ def run_preset(
     })  # fmt: skip
     release(device)
     if ref.profile is not None:
-        profiles.append({"preset": preset, "backend": REFERENCE, "loop": "independent GPT", **ref.profile})
+        out["profiles"].append(
+            {"preset": preset, "backend": REFERENCE, "loop": "independent GPT", **ref.profile}
+        )
     if bf is not None:
         gap = bf["plain_tokens_per_s"] / ref.tokens_per_s
         notes.append(f"{preset}: plain loop tok/s, robustprec's model / independent GPT (bf16) = {gap:.3f}")
+
+
+def _collect_profiles(
+    out: dict[str, Any], key: dict[str, str], ours: LoopResult, plain: LoopResult | None
+) -> None:
+    """The kernel and host profiles of one row's loops into `out` (each kernel profile printed as a line)."""
+    for loop, res in (("robustprec", ours), ("plain", plain)):
+        if res is not None and res.profile is not None:
+            out["profiles"].append(key | {"loop": loop, **res.profile})
+            _print_profile_line(out["profiles"][-1])
+        if res is not None and res.host is not None:
+            out["host_profiles"].append(key | {"loop": loop, "top": res.host})
+
+
+def _print_profile_line(p: dict[str, Any]) -> None:
+    cats = ", ".join(f"{k} {ms:.2f}" for k, ms in p["categories_ms"].items() if ms >= 0.005)
+    print(f"[profile] {p['preset']} {p['backend']} {p['loop']}: {p['step_ms']:.1f} ms/step, "
+          f"{100 * p['busy_fraction']:.0f}% busy, {p['kernels_per_step']:.0f} kernels/step; ms: {cats}", flush=True)  # fmt: skip
 
 
 def split_backends(spec: str) -> list[str]:
