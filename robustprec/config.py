@@ -102,8 +102,8 @@ class NumericsConfig(_Strict):
         default="telemetry_steps",
         description=(
             "sim backends: count overflow/underflow on the steps whose telemetry is read (every "
-            "train.telemetry_interval steps and the last; the counting reductions cost a small model up to a third "
-            "of its step) or on every step (each reading then covers all steps since the last)"
+            "train.telemetry_interval steps and the last; counting on every step made a llama-20m step 23.7 instead "
+            "of 16.0 ms on an H200) or on every step (each reading then covers all steps since the last)"
         ),
     )
     wgrad: Literal["quantized", "high"] = Field(
