@@ -27,6 +27,7 @@ import math
 import os
 import pstats
 import re
+import statistics
 import sys
 import tempfile
 import time
@@ -182,8 +183,8 @@ class StepClock:
         first = self.skip + 1  # after the profiler's warm-up step
         wall_ms = 1e3 * sum(self.step_seconds(first, first + self.active)) / self.active
         cats = dict.fromkeys(CATEGORY_NAMES, 0.0)
+        launches = dict.fromkeys(CATEGORY_NAMES, 0)  # kernels (or CPU ops): a launch-bound model's cost
         per_name: dict[str, float] = {}
-        launches = 0  # kernels (or CPU ops) per step: a launch-bound model's cost is their count
         for evt in self.prof.key_averages():
             # user annotations (ProfilerStep#, record_function ranges) span kernels: not kernel time themselves
             if getattr(evt, "is_user_annotation", False) or evt.key.startswith(("ProfilerStep", "[")):
@@ -195,8 +196,9 @@ class StepClock:
             else:
                 us = evt.self_cpu_time_total
             ms = us / 1e3 / self.active
-            launches += evt.count
-            cats[category(evt.key, cpu=not self.cuda)] += ms
+            cat = category(evt.key, cpu=not self.cuda)
+            launches[cat] += evt.count
+            cats[cat] += ms
             per_name[evt.key] = per_name.get(evt.key, 0.0) + ms
         busy = sum(cats.values())
         gemm_flops = 6 * matmul_params(geo.spec) * geo.tokens_per_step
@@ -210,7 +212,8 @@ class StepClock:
             "step_ms": wall_ms,
             "busy_ms": busy,
             "busy_fraction": busy / wall_ms,
-            "kernels_per_step": launches / self.active,
+            "kernels_per_step": sum(launches.values()) / self.active,
+            "kernels_per_step_by_category": {k: n / self.active for k, n in launches.items()},
             "categories_ms": cats,
             "gemm_flops_per_step": gemm_flops,
             "attention_flops_per_step": attn_flops,
@@ -434,6 +437,11 @@ def _fmt(v: float | None, spec: str = ",.0f", scale: float = 1.0, suffix: str = 
     return "-" if v is None else f"{scale * v:{spec}}{suffix}"
 
 
+def _ms(mean: float | None, steps: list[float] | None) -> str:
+    """Mean ms per step and, in brackets, the median (robust to a compile or a telemetry step in the window)."""
+    return "-" if mean is None or not steps else f"{mean:.1f} ({statistics.median(steps):.1f})"
+
+
 def print_report(out: dict[str, Any]) -> None:
     """Markdown tables of the throughput rows, speedups and profiles."""
     s = out["settings"]
@@ -444,12 +452,12 @@ def print_report(out: dict[str, Any]) -> None:
           f"overrides {s['set'] or '-'}, peak {_fmt(s['peak_flops'], '.1f', 1e-12, ' TFLOP/s')}")  # fmt: skip
     pct = dict(spec=".1f", scale=100.0, suffix="%")
     print("\n| preset | backend | robustprec tok/s | plain loop tok/s | ratio | robustprec MFU | plain MFU "
-          "| robustprec ms/step | plain ms/step |\n|---|---|---|---|---|---|---|---|---|")  # fmt: skip
+          "| robustprec ms/step (median) | plain ms/step (median) |\n|---|---|---|---|---|---|---|---|---|")  # fmt: skip
     for r in out["rows"]:
         print(f"| {r['preset']} | {r['backend']} | {_fmt(r['robustprec_tokens_per_s'])} "
               f"| {_fmt(r['plain_tokens_per_s'])} | {_fmt(r['ratio'], '.3f')} | {_fmt(r['robustprec_mfu'], **pct)} "
-              f"| {_fmt(r['plain_mfu'], **pct)} | {_fmt(r['robustprec_step_ms'], '.1f')} "
-              f"| {_fmt(r['plain_step_ms'], '.1f')} |")  # fmt: skip
+              f"| {_fmt(r['plain_mfu'], **pct)} | {_ms(r['robustprec_step_ms'], r['robustprec_steps_ms'])} "
+              f"| {_ms(r['plain_step_ms'], r['plain_steps_ms'])} |")  # fmt: skip
     if out["speedups"]:
         print("\n| preset | speedup | robustprec | plain loop |\n|---|---|---|---|")
         for sp in out["speedups"]:
@@ -500,6 +508,13 @@ def run_preset(
     )
     common = {"kind": "compare", "preset": preset, "tokens_per_step": geo.tokens_per_step,
               "flops_per_token": geo.flops_per_token, "timed_steps": timed - warm}  # fmt: skip
+    interval = base.train.telemetry_interval
+    if base.train.compile and warm < interval <= timed:
+        notes.append(
+            f"step {interval - 1}, the first telemetry step (train.telemetry_interval={interval}), is timed: "
+            "simulated backends compile their counting graph there (66-68 s at gpt2-124m on an H200); see the "
+            "median, or use --warmup >= the interval"
+        )
     by_backend: dict[str, dict[str, Any]] = {}
     for backend in split_backends(args.backends):
         cfg = make_config(args, preset, backend, ours_steps)
@@ -523,11 +538,14 @@ def run_preset(
             "plain_mfu": geo.mfu(p_tps) if p_tps else None, "robustprec_step_ms": ours.step_ms,
             "plain_step_ms": plain.step_ms if plain else None,
             "robustprec_peak_mem_gib": ours_mem, "plain_peak_mem_gib": plain_mem, **ours.extra,
+            "robustprec_steps_ms": [1e3 * t for t in ours.step_s],
+            "plain_steps_ms": [1e3 * t for t in plain.step_s] if plain else None,
         }  # fmt: skip
         rows.append(row)
         by_backend[backend] = row
-        print(f"[throughput] {preset} {backend}: robustprec {ours.step_ms:.1f} ms/step, plain "
-              f"{_fmt(row['plain_step_ms'], '.1f')} ms/step", flush=True)  # fmt: skip
+        print(f"[throughput] {preset} {backend}: robustprec {ours.step_ms:.1f} ms/step (median "
+              f"{statistics.median(row['robustprec_steps_ms']):.1f}), plain {_fmt(row['plain_step_ms'], '.1f')} "
+              "ms/step", flush=True)  # fmt: skip
         _collect_profiles(out, {"preset": preset, "backend": backend}, ours, plain)
         if args.json:  # what is measured so far survives a time limit
             Path(args.json).write_text(json.dumps(out, indent=1))
@@ -548,7 +566,8 @@ def run_preset(
         "kind": "reference", "backend": REFERENCE, "robustprec_tokens_per_s": None,
         "plain_tokens_per_s": ref.tokens_per_s, "ratio": None, "robustprec_mfu": None,
         "plain_mfu": geo.mfu(ref.tokens_per_s), "robustprec_step_ms": None, "plain_step_ms": ref.step_ms,
-        "plain_peak_mem_gib": peak_gib(device),
+        "plain_peak_mem_gib": peak_gib(device), "robustprec_steps_ms": None,
+        "plain_steps_ms": [1e3 * t for t in ref.step_s],
     })  # fmt: skip
     release(device)
     if ref.profile is not None:
@@ -573,9 +592,13 @@ def _collect_profiles(
 
 
 def _print_profile_line(p: dict[str, Any]) -> None:
-    cats = ", ".join(f"{k} {ms:.2f}" for k, ms in p["categories_ms"].items() if ms >= 0.005)
+    cats = ", ".join(
+        f"{k} {ms:.2f} ({p['kernels_per_step_by_category'][k]:.0f})"
+        for k, ms in p["categories_ms"].items()
+        if ms >= 0.005
+    )
     print(f"[profile] {p['preset']} {p['backend']} {p['loop']}: {p['step_ms']:.1f} ms/step, "
-          f"{100 * p['busy_fraction']:.0f}% busy, {p['kernels_per_step']:.0f} kernels/step; ms: {cats}", flush=True)  # fmt: skip
+          f"{100 * p['busy_fraction']:.0f}% busy, {p['kernels_per_step']:.0f} kernels/step; ms (kernels): {cats}", flush=True)  # fmt: skip
 
 
 def split_backends(spec: str) -> list[str]:

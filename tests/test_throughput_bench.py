@@ -38,6 +38,9 @@ def test_throughput_benchmark_writes_rows_and_profiles(tmp_path):
         assert r["ratio"] == pytest.approx(r["robustprec_tokens_per_s"] / r["plain_tokens_per_s"])
         assert r["robustprec_mfu"] is None and r["plain_mfu"] is None  # no peak on CPU
         assert r["timed_steps"] == 3
+        for loop in ("robustprec", "plain"):  # every timed step's time; their mean is the row's
+            assert len(r[f"{loop}_steps_ms"]) == 3 and min(r[f"{loop}_steps_ms"]) > 0
+            assert r[f"{loop}_step_ms"] == pytest.approx(sum(r[f"{loop}_steps_ms"]) / 3)
     (ref,) = [r for r in res["rows"] if r["kind"] == "reference"]
     assert ref["preset"] == "tiny-gpt2" and ref["plain_tokens_per_s"] > 0
     assert any("independent GPT skipped for tiny" in n for n in res["notes"])
@@ -54,3 +57,5 @@ def test_throughput_benchmark_writes_rows_and_profiles(tmp_path):
         assert set(p["categories_ms"]) >= {"gemm", "attention", "optimizer", "other"}
         assert all(ms >= 0 for ms in p["categories_ms"].values())
         assert p["categories_ms"]["gemm"] > 0  # aten::mm / addmm on CPU
+        assert sum(p["kernels_per_step_by_category"].values()) == pytest.approx(p["kernels_per_step"])
+        assert p["kernels_per_step_by_category"]["gemm"] >= 2 * 4
