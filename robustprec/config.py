@@ -110,6 +110,15 @@ class NumericsConfig(_Strict):
         default="quantized",
         description="sim backends: high keeps the grad-weight GEMM in the base precision (unquantized)",
     )
+    accumulate: str | None = Field(
+        default=None,
+        description=(
+            "sim backends: a limited-precision accumulator for the GEMMs of quantized operands, "
+            "<format>:chunk=N[,step=S] (E8M13:chunk=128: Hopper FP8's ~14-bit accumulator promoted to float32 "
+            "every 128 elements of K, as DeepSeek-V3); unset: float32 accumulation (docs/recipes.md); other backends "
+            "ignore it"
+        ),
+    )
 
     @field_validator("backend")
     @classmethod

@@ -135,6 +135,8 @@ CASES: list[tuple[str, list[str], str]] = [
     ("recipe block vs K", ["train", "--set", "numerics.backend=sim:mxfp8"], "K=176 is not a multiple of 32"),
     ("nvfp4 vs K", ["train", "--set", "numerics.backend=sim:nvfp4", "--set", "model.d_ff=200"], "(200) is not a multiple of 16"),
     ("recipe tokens", ["train", "--set", "numerics.backend=sim:nvfp4", "--set", "train.seq_len=33"], "must be a multiple of 16"),
+    ("accumulate chunk", ["train", "--set", "numerics.backend=sim:E4M3", "--set", "numerics.accumulate=E8M13"], "needs chunk=N"),
+    ("accumulate format", ["train", "--set", "numerics.backend=sim:mxfp8", "--set", "model.d_ff=192", "--set", "numerics.accumulate=E9M13:chunk=32"], "exponent bits must be in [2, 8]"),
     ("hp layers", ["train", "--set", "numerics.backend=sim:nvfp4", "--set", "numerics.high_precision_layers.first=2"], "leaves none of the 2 blocks"),
     # train: data and run directories
     ("data path", ["train", "--set", "data.path={w}/nope.txt"], "does not exist"),
@@ -155,6 +157,7 @@ CASES: list[tuple[str, list[str], str]] = [
     ("sweep recipe scale", ["sweep", "--dry-run", "--set", "sweep.formats=[bf16, sim:mxfp8:scale=up]"], "valid: floor, ceil, even, rceil"),
     ("sweep recipe block", ["sweep", "--dry-run", "--set", "sweep.formats=[sim:mxfp4]"], "K=176 is not a multiple of 32"),
     ("sweep nvfp4 vs K", ["sweep", "--dry-run", "--set", "sweep.formats=[sim:nvfp4]", "--set", "model.d_model=72"], "K=72 is not a multiple of 16"),
+    ("sweep accumulate step", ["sweep", "--dry-run", "--set", "sweep.formats=[bf16, sim:E4M3]", "--set", "numerics.accumulate=E8M13:chunk=128,step=48"], "step (48) must divide chunk (128)"),
     ("sweep seeds", ["sweep", "--dry-run", "--set", "sweep.seeds=0"], "at least 1"),
     ("sweep duplicate", ["sweep", "--dry-run", "--set", "sweep.formats=[bf16, bf16]"], "twice"),
     ("sweep axis key", ["sweep", "--dry-run", "--set", "sweep.axes={{model.qk_normz: [true]}}"], "valid keys at model"),

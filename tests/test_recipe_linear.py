@@ -264,9 +264,9 @@ def test_fp8_tensorwise_gemm_operands_are_torchaos_real_ones(
     recorded: list[tuple[torch.Tensor, ...]] = []
     real_scaled_mm = rl.scaled_mm
 
-    def recording(a, pa, b, pb, carrier):  # type: ignore[no-untyped-def]
+    def recording(a, pa, b, pb, carrier, acc=None):  # type: ignore[no-untyped-def]
         recorded.append((a.float(), b.float().t(), pa.reshape(()), pb.reshape(())))
-        return real_scaled_mm(a, pa, b, pb, carrier)
+        return real_scaled_mm(a, pa, b, pb, carrier, acc)
 
     monkeypatch.setattr(rl, "scaled_mm", recording)
     theirs: list[tuple[torch.Tensor, ...]] = []

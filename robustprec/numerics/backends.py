@@ -152,11 +152,16 @@ class SimBackend(Backend):
         return (*self.cfg.exclude, *_block_globs(model, hp.first, hp.last))
 
     def convert(self, model: nn.Module, seed: int) -> None:
+        from robustprec.numerics.accumulate import parse_accumulator
         from robustprec.numerics.recipe_linear import apply_recipe
         from robustprec.numerics.simulated import apply_simulated
 
+        try:
+            acc = parse_accumulator(self.cfg.accumulate) if self.cfg.accumulate else None
+        except ValueError as e:
+            raise ConfigError(f"numerics.accumulate: {e}") from None
         common = {"include": tuple(self.cfg.include), "exclude": self._exclude(model), "seed": seed,
-                  "device": self.device, "gemm_output": self.cfg.gemm_output}  # fmt: skip
+                  "device": self.device, "gemm_output": self.cfg.gemm_output, "accumulate": acc}  # fmt: skip
         try:
             if self.recipe is not None:
                 self.handle = apply_recipe(model, self.recipe, base=self.base, **common)
@@ -195,6 +200,7 @@ class SimBackend(Backend):
                        operands=list(self.cfg.operands))  # fmt: skip
         hp = self.cfg.high_precision_layers
         out.update(base=self.base, wgrad=self.cfg.wgrad, high_precision_layers=[hp.first, hp.last],
+                   accumulate=self.cfg.accumulate,
                    converted_modules=len(self.handle.modules) if self.handle is not None else 0)  # fmt: skip
         if self.handle is not None:
             out["carriers"] = self.handle.carriers

@@ -33,6 +33,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from robustprec.numerics.accumulate import Accumulator
 from robustprec.numerics.recipes import RecipePlan, recipe_operand, recipe_plan
 from robustprec.numerics.simulated import (
     DEFAULT_EXCLUDE,
@@ -43,8 +44,8 @@ from robustprec.numerics.simulated import (
     _SimState,
     autocast_off,
     bf16_values,
-    carrier_mm,
     function_output,
+    gemm,
     round_output,
 )
 from robustprec.numerics.training_recipes import SLOTS, TrainingRecipe, check_linear, parse_training_recipe
@@ -83,12 +84,20 @@ class RecipeGemms:
     base: torch.dtype
     out_bf16: bool
     token_multiple: int  # what tokens (rows of x) must be a multiple of
+    acc: Accumulator | None = None  # numerics.accumulate, for the GEMMs whose two operands are quantized
+
+    def accumulator(self, first_slot: int) -> Accumulator | None:
+        """The accumulator of the GEMM of slots `first_slot` and `first_slot + 1` (0 fwd, 2 dgrad, 4 wgrad)."""
+        quantized = self.slots[first_slot] is not None and self.slots[first_slot + 1] is not None
+        return self.acc if quantized else None
 
     def output(self, out: Tensor) -> Tensor:
         return round_output(out, self.out_bf16)
 
 
-def _gemms(recipe: TrainingRecipe, base: torch.dtype, gemm_output: str) -> RecipeGemms:
+def _gemms(
+    recipe: TrainingRecipe, base: torch.dtype, gemm_output: str, acc: Accumulator | None = None
+) -> RecipeGemms:
     slots = tuple(
         None if s is None else _Slot(recipe_plan(s.recipe, s.stochastic), s.rht, s.stochastic)
         for s in recipe.slots
@@ -107,7 +116,7 @@ def _gemms(recipe: TrainingRecipe, base: torch.dtype, gemm_output: str) -> Recip
         if s is not None and i in (4, 5):  # wgrad: tokens are K
             multiple = math.lcm(multiple, s.plan.recipe.k_multiple, 16 if s.rht else 1)
     return RecipeGemms(
-        recipe.name, slots, carrier(0), carrier(2), carrier(4), base, gemm_output == "bf16", multiple
+        recipe.name, slots, carrier(0), carrier(2), carrier(4), base, gemm_output == "bf16", multiple, acc
     )
 
 
@@ -121,17 +130,20 @@ def _outer(pa: Tensor | None, pb: Tensor | None, c: int) -> Tensor:
     return a if b is None else a * b
 
 
-def scaled_mm(a: Tensor, pa: Tensor | None, b: Tensor, pb: Tensor | None, carrier: str) -> Tensor:
-    """a @ bᵀ for operands (M, K), (N, K) with output factors (`recipe_operand`), float32 (M, N)."""
+def scaled_mm(
+    a: Tensor, pa: Tensor | None, b: Tensor, pb: Tensor | None, carrier: str, acc: Accumulator | None = None
+) -> Tensor:
+    """a @ bᵀ for operands (M, K), (N, K) with output factors (`recipe_operand`), float32 (M, N); `acc`: the
+    accumulator along K (`robustprec.numerics.accumulate`), promoted at each factor chunk too."""
     if pa is None and pb is None:
-        return carrier_mm(a, b.t(), carrier)
+        return gemm(a, b.t(), carrier, acc)
     chunks = max(p.shape[1] for p in (pa, pb) if p is not None)
     if chunks == 1:
-        return carrier_mm(a, b.t(), carrier) * _outer(pa, pb, 0)
+        return gemm(a, b.t(), carrier, acc) * _outer(pa, pb, 0)
     k = a.shape[1] // chunks
     out = None
     for c in range(chunks):  # FP32 promotion per K chunk, as DeepSeek-V3's fine-grained FP8 GEMM
-        part = carrier_mm(a[:, c * k : (c + 1) * k], b[:, c * k : (c + 1) * k].t(), carrier) * _outer(
+        part = gemm(a[:, c * k : (c + 1) * k], b[:, c * k : (c + 1) * k].t(), carrier, acc) * _outer(
             pa, pb, c
         )
         out = part if out is None else out + part
@@ -189,7 +201,7 @@ class _RecipeLinearFn(torch.autograd.Function):
         sink: Tensor | None,
         gemms: RecipeGemms,
     ) -> Tensor:
-        out = scaled_mm(xa, xp, wa, wp, gemms.fwd)
+        out = scaled_mm(xa, xp, wa, wp, gemms.fwd, gemms.accumulator(0))
         if bias is not None:
             out = out + bias.float()
         ctx.save_for_backward(x_hp, weight, key)
@@ -212,13 +224,13 @@ class _RecipeLinearFn(torch.autograd.Function):
         if ctx.needs_input_grad[0]:
             ga, gp, c_g = _quantize(g_hp, gm.slots[2], gm.base, key, 2, stats)
             wa, wp, c_w = _quantize(weight.detach().t(), gm.slots[3], gm.base, key, 3, stats)
-            dx = gm.output(scaled_mm(ga, gp, wa, wp, gm.dgrad))
+            dx = gm.output(scaled_mm(ga, gp, wa, wp, gm.dgrad, gm.accumulator(2)))
             dx = dx.reshape(*grad_out.shape[:-1], weight.shape[1]).to(x_dtype)
             parts += [(_ROW["grad"], c_g), (_ROW["weight"], c_w)]
         if ctx.needs_input_grad[1]:
             ga, gp, c_g = _quantize(g_hp.t(), gm.slots[4], gm.base, key, 4, stats)
             xa, xp, c_x = _quantize(x_hp.t(), gm.slots[5], gm.base, key, 5, stats)
-            dw = gm.output(scaled_mm(ga, gp, xa, xp, gm.wgrad)).to(w_dtype)
+            dw = gm.output(scaled_mm(ga, gp, xa, xp, gm.wgrad, gm.accumulator(4))).to(w_dtype)
             parts += [(_ROW["grad"], c_g), (_ROW["act"], c_x)]
         if b_dtype is not None and ctx.needs_input_grad[2]:
             db = g.float().sum(0).to(b_dtype)
@@ -299,11 +311,12 @@ def apply_recipe(
     device: torch.device | str | None = None,
     base: str = "bf16",
     gemm_output: str = "fp32",
+    accumulate: Accumulator | None = None,
 ) -> RecipeHandle:
     """Convert matching `nn.Linear` modules in place to `SimLinear` running `recipe` (a `TrainingRecipe` or spec).
 
     `base` (``bf16`` or ``fp32``) is the precision of the high-precision act/grad copies and of unquantized
-    slots. Raises ValueError if nothing matched or a layer's dimensions do not fit the recipe's blocks.
+    slots. `accumulate` gives the quantized GEMMs a limited-precision accumulator. Raises ValueError if nothing matched or a layer's dimensions do not fit the recipe's blocks.
     """
     r = parse_training_recipe(recipe) if isinstance(recipe, str) else recipe
     matched = _match(model, tuple(include), tuple(exclude))
@@ -314,7 +327,7 @@ def apply_recipe(
             raise ValueError(f"layer {name!r}: {e}") from None
     if device is None:
         device = next(iter(matched.values())).weight.device
-    gemms = _gemms(r, torch.bfloat16 if base == "bf16" else torch.float32, gemm_output)
+    gemms = _gemms(r, torch.bfloat16 if base == "bf16" else torch.float32, gemm_output, accumulate)
     state = _RecipeState(gemms, 0 if seed is None else seed, torch.device(device))
     for mod in matched.values():
         mod.__class__ = SimLinear

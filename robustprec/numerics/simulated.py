@@ -53,6 +53,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from robustprec.numerics.accumulate import Accumulator, accumulated_mm
 from robustprec.numerics.formats import FloatFormat, parse_format
 from robustprec.numerics.quantize import QuantPlan, mix64_int, quant_plan, quantize_values
 
@@ -143,6 +144,15 @@ def carrier_mm(a: Tensor, b: Tensor, carrier: str) -> Tensor:
     return torch.mm(a.float(), b.float())
 
 
+def gemm(a: Tensor, b: Tensor, carrier: str, acc: Accumulator | None = None) -> Tensor:
+    """a @ b (2-D) on `carrier`, float32 output, with the limited-precision accumulator `acc` along K if given
+    (`robustprec.numerics.accumulate`)."""
+    return accumulated_mm(a, b, acc, functools.partial(carrier_mm, carrier=carrier))
+
+
+_Acc3 = tuple[Accumulator | None, Accumulator | None, Accumulator | None]
+
+
 @dataclass(frozen=True)
 class _Gemms:
     """Static choices of one handle: carriers of the three GEMMs, output rounding, and the grad quantizer."""
@@ -156,6 +166,8 @@ class _Gemms:
     wgrad_hp: torch.dtype | None = (
         None  # wgrad unquantized, from operands in this dtype (numerics.wgrad: high)
     )
+    # the accumulator (numerics.accumulate) of the fwd, dgrad, wgrad GEMMs: those whose operands are both quantized
+    acc: _Acc3 = (None, None, None)
 
     def output(self, out: Tensor) -> Tensor:
         return round_output(out, self.out_bf16)
@@ -179,6 +191,13 @@ def round_output(out: Tensor, to_bf16: bool) -> Tensor:
 _HP_CARRIER = {torch.bfloat16: "bf16", torch.float32: "fp32"}
 
 
+def _accumulators(acc: Accumulator | None, *gemms: tuple[FloatFormat | None, FloatFormat | None]) -> _Acc3:
+    """`acc` for each GEMM whose two operands are quantized (formats not None); None for the others."""
+    out = tuple(acc if a is not None and b is not None else None for a, b in gemms)
+    assert len(out) == 3
+    return out  # type: ignore[return-value]
+
+
 def _store_dtype(fmt: FloatFormat | None) -> torch.dtype:
     """Dtype in which a quantized operand is kept: bf16 when exact, else float32."""
     return torch.bfloat16 if exact_in_bf16(fmt) else torch.float32
@@ -195,6 +214,7 @@ class _SimState:
         device: torch.device,
         gemm_output: str,
         wgrad_hp: torch.dtype | None = None,
+        accumulate: Accumulator | None = None,
     ) -> None:
         if gemm_output not in GEMM_OUTPUTS:
             raise ValueError(f"gemm_output must be one of {', '.join(GEMM_OUTPUTS)}; got {gemm_output!r}")
@@ -206,6 +226,7 @@ class _SimState:
         self.gemms = _Gemms(
             gemm_carrier(act, weight), gemm_carrier(grad, weight), wgrad,
             gemm_output == "bf16", self.plans.get("grad"), self.store["grad"], wgrad_hp,
+            _accumulators(accumulate, (act, weight), (grad, weight), (grad, None if wgrad_hp else act)),
         )  # fmt: skip
         self.stochastic = any(f.rounding == "stochastic" for f in formats.values())
         self.recipe: Any = None  # training recipes: a recipe_linear.RecipeGemms and its forward
@@ -293,7 +314,7 @@ class _SimLinearFn(torch.autograd.Function):
         sink: Tensor | None,
         gemms: _Gemms,
     ) -> Tensor:
-        out = carrier_mm(xq.reshape(-1, xq.shape[-1]), wq.t(), gemms.fwd)
+        out = gemm(xq.reshape(-1, xq.shape[-1]), wq.t(), gemms.fwd, gemms.acc[0])
         if bias is not None:
             out = out + bias.float()
         # wgrad: high keeps the unquantized input (in the base precision) for the grad-weight GEMM
@@ -318,11 +339,13 @@ class _SimLinearFn(torch.autograd.Function):
             gq = gq.to(gemms.grad_store)
         dx = dw = db = None
         if ctx.needs_input_grad[0]:
-            dx = gemms.output(carrier_mm(gq, wq, gemms.dgrad))
+            dx = gemms.output(gemm(gq, wq, gemms.dgrad, gemms.acc[1]))
             dx = dx.reshape(*grad_out.shape[:-1], wq.shape[1]).to(x_dtype)
         if ctx.needs_input_grad[1]:
             gw = gq if gemms.wgrad_hp is None else g.to(gemms.wgrad_hp)
-            dw = gemms.output(carrier_mm(gw.t(), xw.reshape(-1, xw.shape[-1]), gemms.wgrad)).to(w_dtype)
+            dw = gemms.output(gemm(gw.t(), xw.reshape(-1, xw.shape[-1]), gemms.wgrad, gemms.acc[2])).to(
+                w_dtype
+            )
         if b_dtype is not None and ctx.needs_input_grad[2]:
             db = g.sum(0).to(b_dtype)
         return dx, dw, db, None, None, None, counts, None
@@ -505,6 +528,7 @@ def apply_simulated(
     device: torch.device | str | None = None,
     gemm_output: str = "fp32",
     wgrad_hp: torch.dtype | None = None,
+    accumulate: Accumulator | None = None,
 ) -> SimulatedHandle:
     """Convert the `nn.Linear` modules of `model` whose qualified name matches an `include` glob and no
     `exclude` glob into `SimLinear`, in place.
@@ -514,13 +538,16 @@ def apply_simulated(
     `seed` selects the stochastic-rounding streams (default 0). `device` is where the counters are created
     (default: the first converted weight's device); they follow the modules on `.to(device)`. `gemm_output`
     ``bf16`` rounds GEMM outputs to bfloat16. `wgrad_hp` (a dtype) computes the grad-weight GEMM from the
-    unquantized input and output gradient in that dtype. Raises ValueError if nothing matched.
+    unquantized input and output gradient in that dtype. `accumulate` gives the quantized GEMMs a
+    limited-precision accumulator (`robustprec.numerics.accumulate`). Raises ValueError if nothing matched.
     """
     formats = _resolve_formats(fmt, operands)
     matched = _match(model, tuple(include), tuple(exclude))
     if device is None:
         device = next(iter(matched.values())).weight.device
-    state = _SimState(formats, 0 if seed is None else seed, torch.device(device), gemm_output, wgrad_hp)
+    state = _SimState(
+        formats, 0 if seed is None else seed, torch.device(device), gemm_output, wgrad_hp, accumulate
+    )
     converted: dict[str, SimLinear] = {}
     for name, mod in matched.items():
         mod.__class__ = SimLinear
