@@ -55,6 +55,7 @@ from robustprec.train.reporting import Console
 
 PROFILE_STEPS = 3
 HOST_TOP = 25
+ALLOCATOR_EVENTS = ("num_device_alloc", "num_device_free", "num_alloc_retries", "num_sync_all_streams")
 REFERENCE = "bf16 (independent GPT)"
 # Checked in this order, on lower-cased kernel names: attention before GEMM, since cuDNN / CUTLASS attention
 # kernels carry "sm90" or "cutlass" too.
@@ -110,6 +111,7 @@ class LoopResult:
     profile: dict[str, Any] | None = None
     host: list[dict[str, Any]] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    allocator: dict[str, float] | None = None  # CUDA allocator events per timed step
 
     @property
     def tokens_per_s(self) -> float:
@@ -125,10 +127,16 @@ class StepClock:
     With `profile_after=n`, torch.profiler (schedule: wait n steps, 1 warm-up step) records PROFILE_STEPS steps."""
 
     def __init__(
-        self, cuda: bool, profile_after: int | None = None, host_window: tuple[int, int] | None = None
+        self,
+        cuda: bool,
+        profile_after: int | None = None,
+        host_window: tuple[int, int] | None = None,
+        timed_window: tuple[int, int] | None = None,
     ) -> None:
         self.cuda, self.skip, self.active = cuda, profile_after, PROFILE_STEPS
         self.host_window = host_window
+        self.timed_window = timed_window
+        self.allocator_marks: list[dict[str, int]] = []
         self.host = cProfile.Profile() if host_window else None
         self.prof: torch.profiler.profile | None = None
         if profile_after is not None:
@@ -154,12 +162,24 @@ class StepClock:
         self.marks.append(time.perf_counter())
         if self.prof is not None:
             self.prof.step()
+        done = len(self.marks) - 1  # steps finished so far
+        if self.cuda and self.timed_window and done in self.timed_window:
+            stats = torch.cuda.memory_stats()
+            self.allocator_marks.append({k: int(stats.get(k, 0)) for k in ALLOCATOR_EVENTS})
         if self.host is not None and self.host_window is not None:
-            done = len(self.marks) - 1  # steps finished so far
             if done == self.host_window[0]:
                 self.host.enable()
             elif done == self.host_window[1]:
                 self.host.disable()
+
+    def allocator_events(self) -> dict[str, float] | None:
+        """CUDA caching-allocator events per timed step (device mallocs and frees, retries after an out-of-memory,
+        syncs of all streams: each one stalls the host until the GPU drains), or None off CUDA."""
+        if len(self.allocator_marks) != 2 or self.timed_window is None:
+            return None
+        steps = self.timed_window[1] - self.timed_window[0]
+        before, after = self.allocator_marks
+        return {k: (after[k] - before[k]) / steps for k in ALLOCATOR_EVENTS}
 
     def host_profile(self, top: int = HOST_TOP) -> list[dict[str, Any]]:
         """Python functions by own (tottime) host time per step over the host window (cProfile)."""
@@ -261,7 +281,10 @@ def run_robustprec(
     timed-1`. `cfg.train.steps` must leave one step past those (and the profiled ones): the last step evaluates."""
     cuda = torch.cuda.is_available()
     clock = StepClock(
-        cuda, profile_after=timed if profile else None, host_window=(warm, timed) if host else None
+        cuda,
+        profile_after=timed if profile else None,
+        host_window=(warm, timed) if host else None,
+        timed_window=(warm, timed),
     )
     rows: list[dict[str, Any]] = []
 
@@ -271,7 +294,7 @@ def run_robustprec(
 
     with tempfile.TemporaryDirectory() as tmp, clock:
         summary = train(cfg, Path(tmp) / "run", callbacks=[Console(on_step)])
-    res = LoopResult(clock.step_seconds(warm, timed), geo.tokens_per_step)
+    res = LoopResult(clock.step_seconds(warm, timed), geo.tokens_per_step, allocator=clock.allocator_events())
     own = [r["step_time_s"] for r in rows if warm <= r["step"] < timed]  # the trainer's own step timer
     res.extra = {
         "robustprec_step_timer_tokens_per_s": geo.tokens_per_step * len(own) / sum(own),
@@ -298,12 +321,17 @@ def timed_loop(
     cuda = device.type == "cuda"
     if cuda:
         torch.cuda.synchronize()
-    window = (warm, timed) if host else None
-    with StepClock(cuda, profile_after=timed if profile else None, host_window=window) as clock:
+    window = (warm, timed)
+    with StepClock(
+        cuda,
+        profile_after=timed if profile else None,
+        host_window=window if host else None,
+        timed_window=window,
+    ) as clock:
         for s in range(timed + (1 + PROFILE_STEPS if profile else 0)):
             step_fn(s)
             clock.step()
-    res = LoopResult(clock.step_seconds(warm, timed), geo.tokens_per_step)
+    res = LoopResult(clock.step_seconds(warm, timed), geo.tokens_per_step, allocator=clock.allocator_events())
     if profile:
         res.profile = clock.profile(geo)
     res.host = clock.host_profile() if host else None
@@ -540,12 +568,13 @@ def run_preset(
             "robustprec_peak_mem_gib": ours_mem, "plain_peak_mem_gib": plain_mem, **ours.extra,
             "robustprec_steps_ms": [1e3 * t for t in ours.step_s],
             "plain_steps_ms": [1e3 * t for t in plain.step_s] if plain else None,
+            "robustprec_allocator": ours.allocator, "plain_allocator": plain.allocator if plain else None,
         }  # fmt: skip
         rows.append(row)
         by_backend[backend] = row
         print(f"[throughput] {preset} {backend}: robustprec {ours.step_ms:.1f} ms/step (median "
               f"{statistics.median(row['robustprec_steps_ms']):.1f}), plain {_fmt(row['plain_step_ms'], '.1f')} "
-              "ms/step", flush=True)  # fmt: skip
+              f"ms/step{_allocator_note(ours.allocator)}", flush=True)  # fmt: skip
         _collect_profiles(out, {"preset": preset, "backend": backend}, ours, plain)
         if args.json:  # what is measured so far survives a time limit
             Path(args.json).write_text(json.dumps(out, indent=1))
@@ -589,6 +618,15 @@ def _collect_profiles(
             _print_profile_line(out["profiles"][-1])
         if res is not None and res.host is not None:
             out["host_profiles"].append(key | {"loop": loop, "top": res.host})
+
+
+def _allocator_note(events: dict[str, float] | None) -> str:
+    """The allocator events of robustprec's timed steps, when any happened (each can stall the host)."""
+    if not events or not any(events.values()):
+        return ""
+    return "; allocator per step: " + ", ".join(
+        f"{k.removeprefix('num_')} {v:.2f}" for k, v in events.items()
+    )
 
 
 def _print_profile_line(p: dict[str, Any]) -> None:
