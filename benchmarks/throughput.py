@@ -112,6 +112,7 @@ class LoopResult:
     host: list[dict[str, Any]] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
     allocator: dict[str, float] | None = None  # CUDA allocator events per timed step
+    sync_wait_s: list[float] = field(default_factory=list)  # per timed step: the end-of-step sync's wait
 
     @property
     def tokens_per_s(self) -> float:
@@ -145,6 +146,7 @@ class StepClock:
             sched = torch.profiler.schedule(wait=profile_after, warmup=1, active=self.active, repeat=1)
             self.prof = torch.profiler.profile(activities=acts, schedule=sched)
         self.marks: list[float] = []
+        self.sync_waits: list[float] = []  # per step: how long the end-of-step sync waited for the GPU
 
     def __enter__(self) -> StepClock:
         if self.prof is not None:
@@ -157,9 +159,11 @@ class StepClock:
             self.prof.__exit__(*exc)
 
     def step(self, *_: Any) -> None:
+        queued = time.perf_counter()
         if self.cuda:
             torch.cuda.synchronize()
         self.marks.append(time.perf_counter())
+        self.sync_waits.append(self.marks[-1] - queued)
         if self.prof is not None:
             self.prof.step()
         done = len(self.marks) - 1  # steps finished so far
@@ -190,6 +194,11 @@ class StepClock:
                  "own_ms": 1e3 * tt / steps, "cum_ms": 1e3 * ct / steps}
                 for (file, line, name), (_, nc, tt, ct, _) in stats.items()]  # fmt: skip
         return sorted(rows, key=lambda r: -r["own_ms"])[:top]
+
+    def sync_wait_seconds(self, first: int, stop: int) -> list[float]:
+        """How long the sync at the end of steps `first .. stop-1` waited for the GPU: the GPU work left when the
+        host had queued the step (near 0 when the host is the bottleneck)."""
+        return self.sync_waits[first:stop]
 
     def step_seconds(self, first: int, stop: int) -> list[float]:
         """Wall time of steps `first .. stop-1` (step k ran between marks k and k+1)."""
@@ -294,7 +303,12 @@ def run_robustprec(
 
     with tempfile.TemporaryDirectory() as tmp, clock:
         summary = train(cfg, Path(tmp) / "run", callbacks=[Console(on_step)])
-    res = LoopResult(clock.step_seconds(warm, timed), geo.tokens_per_step, allocator=clock.allocator_events())
+    res = LoopResult(
+        clock.step_seconds(warm, timed),
+        geo.tokens_per_step,
+        allocator=clock.allocator_events(),
+        sync_wait_s=clock.sync_wait_seconds(warm, timed),
+    )
     own = [r["step_time_s"] for r in rows if warm <= r["step"] < timed]  # the trainer's own step timer
     res.extra = {
         "robustprec_step_timer_tokens_per_s": geo.tokens_per_step * len(own) / sum(own),
@@ -331,7 +345,12 @@ def timed_loop(
         for s in range(timed + (1 + PROFILE_STEPS if profile else 0)):
             step_fn(s)
             clock.step()
-    res = LoopResult(clock.step_seconds(warm, timed), geo.tokens_per_step, allocator=clock.allocator_events())
+    res = LoopResult(
+        clock.step_seconds(warm, timed),
+        geo.tokens_per_step,
+        allocator=clock.allocator_events(),
+        sync_wait_s=clock.sync_wait_seconds(warm, timed),
+    )
     if profile:
         res.profile = clock.profile(geo)
     res.host = clock.host_profile() if host else None
@@ -569,12 +588,15 @@ def run_preset(
             "robustprec_steps_ms": [1e3 * t for t in ours.step_s],
             "plain_steps_ms": [1e3 * t for t in plain.step_s] if plain else None,
             "robustprec_allocator": ours.allocator, "plain_allocator": plain.allocator if plain else None,
+            "robustprec_sync_wait_ms": [1e3 * t for t in ours.sync_wait_s],
+            "plain_sync_wait_ms": [1e3 * t for t in plain.sync_wait_s] if plain else None,
         }  # fmt: skip
         rows.append(row)
         by_backend[backend] = row
         print(f"[throughput] {preset} {backend}: robustprec {ours.step_ms:.1f} ms/step (median "
               f"{statistics.median(row['robustprec_steps_ms']):.1f}), plain {_fmt(row['plain_step_ms'], '.1f')} "
-              f"ms/step{_allocator_note(ours.allocator)}", flush=True)  # fmt: skip
+              f"ms/step; end-of-step sync waited (median) {_wait(ours)} / {_wait(plain)} ms"
+              f"{_allocator_note(ours.allocator)}", flush=True)  # fmt: skip
         _collect_profiles(out, {"preset": preset, "backend": backend}, ours, plain)
         if args.json:  # what is measured so far survives a time limit
             Path(args.json).write_text(json.dumps(out, indent=1))
@@ -618,6 +640,11 @@ def _collect_profiles(
             _print_profile_line(out["profiles"][-1])
         if res is not None and res.host is not None:
             out["host_profiles"].append(key | {"loop": loop, "top": res.host})
+
+
+def _wait(res: LoopResult | None) -> str:
+    """Median wait of a loop's end-of-step sync (robustprec's trainer has synced already: near 0 there)."""
+    return "-" if res is None or not res.sync_wait_s else f"{1e3 * statistics.median(res.sync_wait_s):.1f}"
 
 
 def _allocator_note(events: dict[str, float] | None) -> str:

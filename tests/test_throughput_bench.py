@@ -41,6 +41,11 @@ def test_throughput_benchmark_writes_rows_and_profiles(tmp_path):
         for loop in ("robustprec", "plain"):  # every timed step's time; their mean is the row's
             assert len(r[f"{loop}_steps_ms"]) == 3 and min(r[f"{loop}_steps_ms"]) > 0
             assert r[f"{loop}_step_ms"] == pytest.approx(sum(r[f"{loop}_steps_ms"]) / 3)
+            # the end-of-step sync's wait is part of each step's time
+            waits = r[f"{loop}_sync_wait_ms"]
+            assert len(waits) == 3 and all(
+                0 <= w <= t for w, t in zip(waits, r[f"{loop}_steps_ms"], strict=True)
+            )
     (ref,) = [r for r in res["rows"] if r["kind"] == "reference"]
     assert ref["preset"] == "tiny-gpt2" and ref["plain_tokens_per_s"] > 0
     assert any("independent GPT skipped for tiny" in n for n in res["notes"])
