@@ -181,6 +181,14 @@ class TrainConfig(_Strict):
     zero_stage: Literal[0, 1, 2, 3] = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
     compile: bool = False
+    compile_scope: Literal["model", "blocks"] = Field(
+        default="model",
+        description=(
+            "with train.compile: one graph for the whole model, or one per transformer block (the blocks share "
+            "one compiled graph: compile time no longer grows with depth; 54 -> 13.5 s for a 6-layer sim:E4M3 "
+            "model on CPU; fusion stops at block boundaries)"
+        ),
+    )
     peak_flops: float | None = Field(
         default=None, gt=0, description="per device, for MFU; auto-detected on H100/H200"
     )

@@ -38,6 +38,7 @@ def test_throughput_benchmark_writes_rows_and_profiles(tmp_path):
         assert r["ratio"] == pytest.approx(r["robustprec_tokens_per_s"] / r["plain_tokens_per_s"])
         assert r["robustprec_mfu"] is None and r["plain_mfu"] is None  # no peak on CPU
         assert r["timed_steps"] == 3
+        assert r["robustprec_first_step_s"] > 0
         for loop in ("robustprec", "plain"):  # every timed step's time; their mean is the row's
             assert len(r[f"{loop}_steps_ms"]) == 3 and min(r[f"{loop}_steps_ms"]) > 0
             assert r[f"{loop}_step_ms"] == pytest.approx(sum(r[f"{loop}_steps_ms"]) / 3)

@@ -97,6 +97,16 @@ def _load_data(cfg: Config) -> tuple[Corpus, BatchStream, np.ndarray, ModelSpec]
     return corpus, stream, eval_sequences(eval_tokens, seq, cfg.train.eval_sequences), spec
 
 
+def compile_in_place(model: Transformer, scope: str) -> None:
+    """torch.compile the pure model (not the engine: DeepSpeed's forward hooks graph-break, CUDA-measured) in
+    place: as one graph (`scope` "model") or block by block ("blocks": identical blocks reuse one graph)."""
+    if scope == "blocks":
+        for block in model.blocks:
+            block.compile()
+    else:
+        model.compile()
+
+
 def _check_compiled_gradients(cfg: Config, backend: Backend, device: torch.device) -> None:
     """Simulated backends: refuse to compile where torch's compiled graph gets their gradients wrong (see
     `robustprec.numerics.compile_check`); a probe of two linears converted like the model's."""
@@ -129,7 +139,7 @@ def setup_run(
     wrapped = backend.wrap(model, seed=cfg.effective_init_seed + SR_SEED_OFFSET)
     if cfg.train.compile:
         _check_compiled_gradients(cfg, backend, device)
-        model.compile()  # the pure model, not the engine: DeepSpeed's forward hooks graph-break (CUDA-measured)
+        compile_in_place(model, cfg.train.compile_scope)
     engine = build_engine(wrapped, cfg, world, device, backend)
     backend.attach(engine)
     return Run(
