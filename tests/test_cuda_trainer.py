@@ -1,5 +1,5 @@
 """Trainer behaviour that only a GPU can show (pytest marker `cuda`; skipped without CUDA; CI never runs it).
-Run on a GPU machine: `python -m pytest -q -m cuda` (README, "Tests": `jobs/gpu/cuda_suite.sh`)."""
+Run on a GPU machine: `python -m pytest -q -m cuda` (README, "Layout"; `jobs/gpu/cuda_suite.sh`)."""
 
 from __future__ import annotations
 
