@@ -33,7 +33,8 @@ def measure(model: nn.Module, mode: str | None, iters: int = 30) -> tuple[float,
     x = torch.randn(TOKENS, D, device=DEV)  # no x.grad: it would accumulate in a CUDA graph's pool
 
     def step() -> None:
-        model.zero_grad(set_to_none=True)  # last step's gradients live in the CUDA graph's pool: not accumulated
+        # the last step's gradients live in the CUDA graph's pool: not accumulated into
+        model.zero_grad(set_to_none=True)
         torch.compiler.cudagraph_mark_step_begin()
         with torch.autocast(DEV, dtype=torch.bfloat16):
             y = fn(x)
