@@ -123,6 +123,7 @@ class SimBackend(Backend):
 
     def __init__(self, numerics_cfg: NumericsConfig, device: torch.device) -> None:
         super().__init__(numerics_cfg, device)
+        from robustprec.numerics.accumulate import parse_accumulator
         from robustprec.numerics.training_recipes import is_training_recipe, parse_training_recipe
 
         spec = numerics_cfg.backend.removeprefix("sim:")
@@ -141,6 +142,10 @@ class SimBackend(Backend):
         else:
             self.format = self.formats["base"]
             self.name = f"sim:{self.format.spec}" if len(self.formats) == 1 else f"sim:{spec.strip()}"
+        try:
+            self.accumulator = parse_accumulator(numerics_cfg.accumulate) if numerics_cfg.accumulate else None
+        except ValueError as e:
+            raise ConfigError(f"numerics.accumulate: {e}") from None
         auto = "bf16" if self.recipe is not None else "fp32"
         self.base = auto if numerics_cfg.base == "auto" else numerics_cfg.base
         self.autocast_dtype = torch.bfloat16 if self.base == "bf16" else None
@@ -152,16 +157,12 @@ class SimBackend(Backend):
         return (*self.cfg.exclude, *_block_globs(model, hp.first, hp.last))
 
     def convert(self, model: nn.Module, seed: int) -> None:
-        from robustprec.numerics.accumulate import parse_accumulator
         from robustprec.numerics.recipe_linear import apply_recipe
         from robustprec.numerics.simulated import apply_simulated
 
-        try:
-            acc = parse_accumulator(self.cfg.accumulate) if self.cfg.accumulate else None
-        except ValueError as e:
-            raise ConfigError(f"numerics.accumulate: {e}") from None
         common = {"include": tuple(self.cfg.include), "exclude": self._exclude(model), "seed": seed,
-                  "device": self.device, "gemm_output": self.cfg.gemm_output, "accumulate": acc}  # fmt: skip
+                  "device": self.device, "gemm_output": self.cfg.gemm_output,
+                  "accumulate": self.accumulator}  # fmt: skip
         try:
             if self.recipe is not None:
                 self.handle = apply_recipe(model, self.recipe, base=self.base, **common)
