@@ -129,17 +129,12 @@ class StepClock:
     With `profile_after=n`, torch.profiler (schedule: wait n steps, 1 warm-up step) records PROFILE_STEPS steps."""
 
     def __init__(
-        self,
-        cuda: bool,
-        profile_after: int | None = None,
-        host_window: tuple[int, int] | None = None,
-        timed_window: tuple[int, int] | None = None,
+        self, cuda: bool, window: tuple[int, int], profile_after: int | None = None, host: bool = False
     ) -> None:
         self.cuda, self.skip, self.active = cuda, profile_after, PROFILE_STEPS
-        self.host_window = host_window
-        self.timed_window = timed_window
+        self.window = window  # the timed steps first .. stop-1 (allocator events, host profile)
         self.allocator_marks: list[dict[str, int]] = []
-        self.host = cProfile.Profile() if host_window else None
+        self.host = cProfile.Profile() if host else None
         self.prof: torch.profiler.profile | None = None
         if profile_after is not None:
             acts = [torch.profiler.ProfilerActivity.CPU]
@@ -168,38 +163,46 @@ class StepClock:
         if self.prof is not None:
             self.prof.step()
         done = len(self.marks) - 1  # steps finished so far
-        if self.cuda and self.timed_window and done in self.timed_window:
+        if self.cuda and done in self.window:
             stats = torch.cuda.memory_stats()
             self.allocator_marks.append({k: int(stats.get(k, 0)) for k in ALLOCATOR_EVENTS})
-        if self.host is not None and self.host_window is not None:
-            if done == self.host_window[0]:
+        if self.host is not None:
+            if done == self.window[0]:
                 self.host.enable()
-            elif done == self.host_window[1]:
+            elif done == self.window[1]:
                 self.host.disable()
 
     def allocator_events(self) -> dict[str, float] | None:
         """CUDA caching-allocator events per timed step (device mallocs and frees, retries after an out-of-memory,
         syncs of all streams: each one stalls the host until the GPU drains), or None off CUDA."""
-        if len(self.allocator_marks) != 2 or self.timed_window is None:
+        if len(self.allocator_marks) != 2:
             return None
-        steps = self.timed_window[1] - self.timed_window[0]
+        steps = self.window[1] - self.window[0]
         before, after = self.allocator_marks
         return {k: (after[k] - before[k]) / steps for k in ALLOCATOR_EVENTS}
 
     def host_profile(self, top: int = HOST_TOP) -> list[dict[str, Any]]:
         """Python functions by own (tottime) host time per step over the host window (cProfile)."""
-        assert self.host is not None and self.host_window is not None
-        steps = self.host_window[1] - self.host_window[0]
+        assert self.host is not None
+        steps = self.window[1] - self.window[0]
         stats = pstats.Stats(self.host).stats  # type: ignore[attr-defined]
         rows = [{"function": f"{Path(file).name}:{line}({name})", "calls": nc / steps,
                  "own_ms": 1e3 * tt / steps, "cum_ms": 1e3 * ct / steps}
                 for (file, line, name), (_, nc, tt, ct, _) in stats.items()]  # fmt: skip
         return sorted(rows, key=lambda r: -r["own_ms"])[:top]
 
-    def sync_wait_seconds(self, first: int, stop: int) -> list[float]:
-        """How long the sync at the end of steps `first .. stop-1` waited for the GPU: the GPU work left when the
-        host had queued the step (near 0 when the host is the bottleneck)."""
-        return self.sync_waits[first:stop]
+    def result(self, geo: Geometry) -> LoopResult:
+        """The timed steps' wall times, how long each one's closing sync waited for the GPU (the GPU work left when
+        the host had queued the step: near 0 when the host is the bottleneck), allocator events and profiles."""
+        first, stop = self.window
+        return LoopResult(
+            self.step_seconds(first, stop),
+            geo.tokens_per_step,
+            profile=self.profile(geo) if self.prof is not None else None,
+            host=self.host_profile() if self.host is not None else None,
+            allocator=self.allocator_events(),
+            sync_wait_s=self.sync_waits[first:stop],
+        )
 
     def step_seconds(self, first: int, stop: int) -> list[float]:
         """Wall time of steps `first .. stop-1` (step k ran between marks k and k+1)."""
@@ -290,12 +293,7 @@ def run_robustprec(
     """Time `train()` between its per-row `Console` callbacks (so its per-step bookkeeping counts), steps `warm ..
     timed-1`. `cfg.train.steps` must leave one step past those (and the profiled ones): the last step evaluates."""
     cuda = torch.cuda.is_available()
-    clock = StepClock(
-        cuda,
-        profile_after=timed if profile else None,
-        host_window=(warm, timed) if host else None,
-        timed_window=(warm, timed),
-    )
+    clock = StepClock(cuda, (warm, timed), profile_after=timed if profile else None, host=host)
     rows: list[dict[str, Any]] = []
 
     def on_step(row: dict[str, Any]) -> None:
@@ -304,12 +302,7 @@ def run_robustprec(
 
     with tempfile.TemporaryDirectory() as tmp, clock:
         summary = train(cfg, Path(tmp) / "run", callbacks=[Console(on_step)])
-    res = LoopResult(
-        clock.step_seconds(warm, timed),
-        geo.tokens_per_step,
-        allocator=clock.allocator_events(),
-        sync_wait_s=clock.sync_wait_seconds(warm, timed),
-    )
+    res = clock.result(geo)
     own = [r["step_time_s"] for r in rows if warm <= r["step"] < timed]  # the trainer's own step timer
     res.extra = {
         "robustprec_step_timer_tokens_per_s": geo.tokens_per_step * len(own) / sum(own),
@@ -317,9 +310,6 @@ def run_robustprec(
         "robustprec_summary_mfu": summary["mfu"],
         "robustprec_first_step_s": rows[0]["step_time_s"],  # the trainer's timer: compilation included
     }
-    if profile:
-        res.profile = clock.profile(geo)
-    res.host = clock.host_profile() if host else None
     return res
 
 
@@ -337,26 +327,22 @@ def timed_loop(
     cuda = device.type == "cuda"
     if cuda:
         torch.cuda.synchronize()
-    window = (warm, timed)
-    with StepClock(
-        cuda,
-        profile_after=timed if profile else None,
-        host_window=window if host else None,
-        timed_window=window,
-    ) as clock:
+    with StepClock(cuda, (warm, timed), profile_after=timed if profile else None, host=host) as clock:
         for s in range(timed + (1 + PROFILE_STEPS if profile else 0)):
             step_fn(s)
             clock.step()
-    res = LoopResult(
-        clock.step_seconds(warm, timed),
-        geo.tokens_per_step,
-        allocator=clock.allocator_events(),
-        sync_wait_s=clock.sync_wait_seconds(warm, timed),
-    )
-    if profile:
-        res.profile = clock.profile(geo)
-    res.host = clock.host_profile() if host else None
-    return res
+    return clock.result(geo)
+
+
+def _compiled(cfg: Config, call: nn.Module, blocks_owner: nn.Module) -> nn.Module:
+    """What a plain loop calls under `train.compile`/`compile_scope`: `call` compiled as one graph, or `call` as it
+    is with the blocks of `blocks_owner` compiled in place."""
+    if not cfg.train.compile:
+        return call
+    if cfg.train.compile_scope == "blocks":
+        compile_in_place(blocks_owner, "blocks")  # type: ignore[arg-type]
+        return call
+    return torch.compile(call)  # type: ignore[return-value]
 
 
 def _plain_step(
@@ -402,9 +388,7 @@ def run_plain(
     opt = torch.optim.AdamW(
         param_groups(model, o.weight_decay), lr=o.lr, betas=o.betas, eps=o.eps, fused=device.type == "cuda"
     )
-    fwd = torch.compile(model) if cfg.train.compile and cfg.train.compile_scope == "model" else model
-    if cfg.train.compile and cfg.train.compile_scope == "blocks":
-        compile_in_place(model.model, "blocks")  # type: ignore[arg-type]
+    fwd = _compiled(cfg, model, model.model)
     step = _plain_step(
         stream,
         cfg.train.micro_batch_size,
@@ -474,9 +458,7 @@ def run_reference(
     torch.manual_seed(cfg.effective_init_seed)
     model = ReferenceGPT(spec.d_model, spec.n_layers, spec.n_heads, geo.seq, spec.vocab_size).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.optim.lr, fused=device.type == "cuda")
-    fwd = torch.compile(model) if cfg.train.compile and cfg.train.compile_scope == "model" else model
-    if cfg.train.compile and cfg.train.compile_scope == "blocks":
-        compile_in_place(model, "blocks")  # type: ignore[arg-type]  # it has .blocks too
+    fwd = _compiled(cfg, model, model)
 
     def loss(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         with torch.autocast(device.type, dtype=torch.bfloat16):
