@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -99,6 +100,19 @@ def test_sync_mirrors_sweep_as_parent_and_children(sweep, tmp_path):
     again = sync_sweep(sweep.root, uri)  # idempotent: same parent, no duplicate children
     assert again["parent_run_id"] == info["parent_run_id"]
     assert _content(uri, info["parent_run_id"]) == content
+
+
+def test_a_moved_sweep_directory_syncs_from_where_it_is(sweep, tmp_path):
+    """Records brought back from another machine (plan.json names directories that do not exist here)."""
+    moved = tmp_path / "elsewhere" / "m"
+    shutil.copytree(sweep.root, moved)
+    plan = json.loads((moved / "plan.json").read_text())
+    for t in plan["trials"]:
+        t["out_dir"] = f"/nonexistent/sweeps/m/trials/{t['trial_id']}"
+    (moved / "plan.json").write_text(json.dumps(plan))
+    info = sync_sweep(moved, f"sqlite:///{tmp_path / 'mlflow.db'}")
+    assert info["logged"] == 4 and info["trials"] == 4
+    assert sum(info["counts"].values()) == 4 and info["counts"].get("diverged", 0) >= 1
 
 
 def test_unreachable_server_then_sync_gives_same_content(sweep, tmp_path):

@@ -268,9 +268,19 @@ def _plan_trials(sweep_dir: Path) -> tuple[str, list[dict[str, Any]], dict[str, 
         raise ConfigError(f"{str(sweep_dir)!r} is not a sweep directory (no plan.json)")
     try:
         plan = json.loads(path.read_text())
-        return plan["name"], plan["trials"], plan
+        name, trials = plan["name"], [_moved_with_sweep(sweep_dir, t) for t in plan["trials"]]
     except (json.JSONDecodeError, KeyError, TypeError) as e:
         raise RecordError(f"{str(path)!r} is damaged ({type(e).__name__}: {e}); re-plan the sweep") from None
+    return name, trials, plan
+
+
+def _moved_with_sweep(sweep_dir: Path, trial: dict[str, Any]) -> dict[str, Any]:
+    """A trial whose planned directory is gone but whose copy sits in `sweep_dir/trials` (a sweep directory
+    moved or brought back from another machine) is read from where the sweep now is."""
+    here = sweep_dir / "trials" / trial["trial_id"]
+    if not Path(trial["out_dir"]).exists() and here.exists():
+        return {**trial, "out_dir": str(here)}
+    return trial
 
 
 def open_parent(
