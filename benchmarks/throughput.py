@@ -439,6 +439,9 @@ class ReferenceGPT(nn.Module):
         x = self.wte(idx) + self.wpe(torch.arange(idx.shape[1], device=idx.device))
         for block in self.blocks:
             x = block(x)
+        return self.head(x, targets)
+
+    def head(self, x: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         logits = self.lm_head(self.ln_f(x))
         return F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1))
 

@@ -156,6 +156,11 @@ class Transformer(nn.Module):
         rope = (self.rope_cos, self.rope_sin) if self.spec.flavour == "llama" else None
         for block in self.blocks:
             x = block(x, rope)
+        return self.head(x, targets, return_logits)
+
+    def head(self, x: Tensor, targets: Tensor | None, return_logits: bool = False) -> dict[str, Any]:
+        """Final norm, logits, loss: one step of its own so that `train.compile_scope: blocks` compiles it too (eager,
+        the float32 logits and their log-partition cost gpt2-124m a third of its step)."""
         logits = self.lm_head(self.norm_f(x)).float()
         out: dict[str, Any] = {}
         if targets is not None:

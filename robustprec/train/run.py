@@ -99,10 +99,12 @@ def _load_data(cfg: Config) -> tuple[Corpus, BatchStream, np.ndarray, ModelSpec]
 
 def compile_in_place(model: Transformer, scope: str) -> None:
     """torch.compile the pure model (not the engine: DeepSpeed's forward hooks graph-break, CUDA-measured) in
-    place: as one graph (`scope` "model") or block by block ("blocks": identical blocks reuse one graph)."""
+    place: as one graph (`scope` "model"), or block by block and the head ("blocks": identical blocks reuse one
+    graph; `model.head` is the final norm, logits and loss)."""
     if scope == "blocks":
         for block in model.blocks:
             block.compile()
+        model.head = torch.compile(model.head)  # type: ignore[method-assign]
     else:
         model.compile()
 
