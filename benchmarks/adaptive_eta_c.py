@@ -59,9 +59,13 @@ def run_mode(args: argparse.Namespace, mode: str, root: Path) -> dict[str, Any]:
     t0 = time.perf_counter()
     outcome = run_sweep(plan, overwrite=True)
     wall = time.perf_counter() - t0
-    parent = outcome.tracking["parent_run_id"]
-    result = run_analysis(parent, reference=args.format, out_dir=root / f"analysis-{mode}", log_back=False)
-    eta = result.data["formats"][args.format]["eta_c"]
+    parent = outcome.tracking.get("parent_run_id")
+    eta: dict[str, Any] = {"value": None, "ci": [None, None], "censored": None}
+    if parent:  # without MLflow (the GPU bundle has none): `robustprec sync` the records, then analyze them
+        result = run_analysis(
+            parent, reference=args.format, out_dir=root / f"analysis-{mode}", log_back=False
+        )
+        eta = result.data["formats"][args.format]["eta_c"]
     lo, hi = eta["ci"]
     return {
         "mode": mode,
