@@ -1,11 +1,11 @@
 # Session 8, call 1. Issue 16: llama-20m bf16 searched adaptively beside a full grid of the same LR range (eager,
-# As run: Ray could not start (its stripped binaries had lost their exec bit; s8_4.sh sets it) and the agreement
-# finished only its first run in 330 s (the sim recipe compiled as one graph, with a counting graph; fp8_agreement.py
-# now compiles block by block and reads telemetry at the last step only).
 # 8 trials per GPU) and, at the same time in a second process (loss curves only: no timing is read from this part),
 # issue 14's sim:fp8_tensorwise beside torchao's fp8 on one seed. Then, alone on the GPU, issue 13's fp32 backend
 # beside sim:E8M23 (fp32 base) at llama-20m.
 # device command: bash jobs/gpu/s8_1.sh   (carry [".gpu"]; results in $OUT)
+# As run: Ray could not start (its stripped binaries had lost their exec bit; s8_4.sh sets it) and the agreement
+# finished only its first run in 330 s (the sim recipe compiled as one graph, with a counting graph; fp8_agreement.py
+# now compiles block by block and reads telemetry at the last step only).
 source .gpu/install.sh > /tmp/install.log 2>&1 || { tail -5 /tmp/install.log; exit 1; }
 export PYTHONPATH=$PWD:$PYTHONPATH PYTHONUNBUFFERED=1 TORCH_CUDA_ARCH_LIST=9.0
 T0=$(date +%s)

@@ -1,7 +1,7 @@
 # Session 8, call 2 (issues 14, 13): recipe and ExMy step times beside bf16 at llama-20m, seq 256, batch 32, compiled,
-# As run: 550 s gave bf16 and sim:mxfp8 only (sim:mxfp8 first step 106 s; sim:nvfp4 did not finish compiling).
 # numerics.base=bf16, telemetry only at the last step (no counting graph in the timed window). One bf16 row per call.
 # device command: bash jobs/gpu/s8_2.sh   (carry [".gpu"]; results in $OUT)
+# As run: 550 s gave bf16 and sim:mxfp8 only (sim:mxfp8 first step 106 s; sim:nvfp4 did not finish compiling).
 source .gpu/install.sh > /tmp/install.log 2>&1 || { tail -5 /tmp/install.log; exit 1; }
 export PYTHONPATH=$PWD:$PYTHONPATH PYTHONUNBUFFERED=1 TORCH_CUDA_ARCH_LIST=9.0
 T0=$(date +%s)
