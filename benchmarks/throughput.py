@@ -44,6 +44,7 @@ from robustprec.config import Config, load_config
 from robustprec.data.batches import BatchStream, split_tokens
 from robustprec.data.corpus import load_corpus
 from robustprec.data.tokenizer import load_tokenizer
+from robustprec.errors import ConfigError
 from robustprec.model.flops import detect_peak_flops, matmul_params, training_flops_per_token
 from robustprec.model.presets import ModelSpec, resolve_spec
 from robustprec.model.transformer import build_model
@@ -558,7 +559,12 @@ def run_preset(
         cfg = make_config(args, preset, backend, ours_steps)
         if make_backend(cfg.numerics, device).deepspeed_config():
             notes.append(f"{backend}: the plain loop has no equivalent of its DeepSpeed engine settings")
-        ours = run_robustprec(cfg, geo, warm, timed, args.profile, args.host_profile)
+        try:
+            ours = run_robustprec(cfg, geo, warm, timed, args.profile, args.host_profile)
+        except ConfigError as e:  # e.g. a recipe's blocks do not divide this model's widths: the other rows run
+            notes.append(f"{preset} {backend}: not run: {e}")
+            print(f"[throughput] {preset} {backend}: not run: {e}", flush=True)
+            continue
         ours_mem, left = peak_gib(device), release(device)
         wants_plain = args.plain == "all" or backend in args.plain.split(";")
         plain = (
