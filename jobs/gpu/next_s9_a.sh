@@ -9,7 +9,7 @@ S="--presets gpt2-124m --seq-len 1024 --batch 16 --steps 16 --warmup 6 --plain n
 timeout 120 python3 benchmarks/throughput.py $S --backends bf16 --json $OUT/gpt2_graph.json > $OUT/gpt2_graph.txt 2>&1
 echo "one graph rc=$? $(( $(date +%s) - T0 )) s"; grep "^\[throughput" $OUT/gpt2_graph.txt | cut -c1-200
 timeout $(( 560 - $(date +%s) + T0 )) python3 benchmarks/throughput.py $S --set numerics.base=bf16 \
-  --set train.compile_scope=blocks \
+  --set train.compile_scope=blocks --profile \
   --backends bf16,sim:E4M3,sim:mxfp8,sim:nvfp4,sim:E8M3,sim:E5M2,sim:fp8_tensorwise,sim:fp8_block,sim:E8M10 \
   --json $OUT/gpt2_blocks.json > $OUT/gpt2_blocks.txt 2>&1
 echo "blocks rc=$? $(( $(date +%s) - T0 )) s"; grep "^\[throughput" $OUT/gpt2_blocks.txt | cut -c1-200
