@@ -65,3 +65,24 @@ def test_throughput_benchmark_writes_rows_and_profiles(tmp_path):
         assert p["categories_ms"]["gemm"] > 0  # aten::mm / addmm on CPU
         assert sum(p["kernels_per_step_by_category"].values()) == pytest.approx(p["kernels_per_step"])
         assert p["kernels_per_step_by_category"]["gemm"] >= 2 * 4
+
+
+def test_a_row_the_model_cannot_run_is_noted_and_the_others_run(tmp_path):
+    # tiny's d_ff = 176 is not a multiple of MX's 32-element blocks
+    out = tmp_path / "bench.json"
+    env = {k: v for k, v in os.environ.items() if k not in DIST_VARS}
+    args = ["--presets", "tiny", "--backends", "sim:mxfp8,fp32", "--seq-len", "32", "--batch", "4", "--steps", "3",
+            "--warmup", "1", "--no-compile", "--plain", "none", "--json", str(out)]  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "benchmarks/throughput.py", *args],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=env,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    res = json.loads(out.read_text())
+    assert [r["backend"] for r in res["rows"] if r["kind"] == "compare"] == ["fp32"]
+    (note,) = [n for n in res["notes"] if "sim:mxfp8: not run" in n]
+    assert "not a multiple of 32" in note
