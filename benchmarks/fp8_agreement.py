@@ -8,7 +8,8 @@ one by about as much. Prints a table of per-step |Δ loss| (max, mean, last); --
 
   GPU: python benchmarks/fp8_agreement.py --preset llama-20m --steps 200 --seq-len 256 --batch 32
   CPU: python benchmarks/fp8_agreement.py --preset tiny --steps 20 --seq-len 64 --batch 8
-       (torchao's fp8 then runs emulated: dequantize and multiply in float32)
+       (torchao's fp8 then runs emulated, and it ignores CPU autocast: it quantizes the float32 input where the
+       simulation quantizes the bf16-rounded one, so on CPU the pair differs by more than the noise)
 """
 
 from __future__ import annotations
