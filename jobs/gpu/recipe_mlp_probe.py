@@ -1,0 +1,100 @@
+"""Where does a recipe's extra GPU time go (issue 14)? One gpt2-124m MLP (768 -> 3072 -> 768, GELU) at 16,384 tokens,
+compiled, forward and backward, under bf16 autocast and each simulated backend named on the command line. Prints
+ms per fwd+bwd (median of 20, synced) and the top kernels of 3 profiled iterations, as a table per backend.
+
+    python3 jobs/gpu/recipe_mlp_probe.py bf16 sim:E4M3 sim:mxfp8 sim:nvfp4 sim:fp8_tensorwise
+"""
+
+from __future__ import annotations
+
+import statistics
+import sys
+import time
+
+import torch
+from torch import nn
+from torch.profiler import ProfilerActivity, profile
+
+from robustprec.config import NumericsConfig
+from robustprec.numerics.backends import make_backend
+
+DEV = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+TOKENS, D, FF = (16384, 768, 3072) if DEV.type == "cuda" else (256, 64, 256)
+TOP = 12
+
+
+class MLP(nn.Module):
+    """A class of its own: dynamo skips frames of torch's own modules (an `nn.Sequential` compiles nothing)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc, self.out = nn.Linear(D, FF), nn.Linear(FF, D)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out(nn.functional.gelu(self.fc(x), approximate="tanh"))
+
+
+def mlp() -> nn.Module:
+    torch.manual_seed(0)
+    return MLP().to(DEV)
+
+
+def sync() -> None:
+    if DEV.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def build(backend: str) -> nn.Module:
+    model = mlp()
+    be = make_backend(NumericsConfig(backend=backend, base="bf16", include=["*"], exclude=[]), DEV)
+    wrapped = be.wrap(model, seed=0)
+    if hasattr(be, "count_numerics"):
+        be.count_numerics(False)  # the steady step: no telemetry counters
+    model.compile()
+    return wrapped
+
+
+def step(model: nn.Module, x: torch.Tensor) -> None:
+    model.zero_grad(set_to_none=True)
+    with torch.autocast(DEV.type, dtype=torch.bfloat16):
+        y = model(x)
+    y.float().square().mean().backward()
+
+
+def measure(backend: str) -> None:
+    model = build(backend)
+    x = torch.randn(TOKENS, D, device=DEV)
+    t0 = time.perf_counter()
+    step(model, x)
+    sync()
+    compile_s = time.perf_counter() - t0
+    for _ in range(3):
+        step(model, x)
+    times = []
+    for _ in range(20):
+        sync()
+        t = time.perf_counter()
+        step(model, x)
+        sync()
+        times.append(1e3 * (time.perf_counter() - t))
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if DEV.type == "cuda" else [])
+    with profile(activities=acts) as prof:
+        for _ in range(3):
+            step(model, x)
+        sync()
+    key = "self_device_time_total" if DEV.type == "cuda" else "self_cpu_time_total"
+    events = sorted(prof.key_averages(), key=lambda e: getattr(e, key), reverse=True)
+    print(
+        f"\n## {backend}: {statistics.median(times):.3f} ms per fwd+bwd (median of 20), first call {compile_s:.1f} s"
+    )
+    print("| kernel | calls / iter | us / iter |\n|---|---|---|")
+    for e in events[:TOP]:
+        print(f"| {e.key[:90]} | {e.count / 3:.0f} | {getattr(e, key) / 3:.1f} |")
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    print(f"{torch.cuda.get_device_name() if DEV.type == 'cuda' else 'cpu'}, torch {torch.__version__}, "
+          f"tokens {TOKENS}, {D} -> {FF} -> {D}")  # fmt: skip
+    for name in sys.argv[1:] or ["bf16", "sim:E4M3", "sim:mxfp8"]:
+        measure(name)
