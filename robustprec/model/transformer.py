@@ -159,8 +159,8 @@ class Transformer(nn.Module):
         return self.head(x, targets, return_logits)
 
     def head(self, x: Tensor, targets: Tensor | None, return_logits: bool = False) -> dict[str, Any]:
-        """Final norm, logits, loss: one step of its own so that `train.compile_scope: blocks` compiles it too (eager,
-        the float32 logits and their log-partition cost gpt2-124m a third of its step)."""
+        """Final norm, logits, loss: a method of its own so that `train.compile_scope: blocks` compiles it too (with
+        it eager, a gpt2-124m bf16 step took 52.6 ms block by block against 35.3 ms as one graph on an H200)."""
         logits = self.lm_head(self.norm_f(x)).float()
         out: dict[str, Any] = {}
         if targets is not None:
