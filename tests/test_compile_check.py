@@ -49,7 +49,7 @@ class _HalvedWhenCompiled(nn.Linear):
 
 
 def _halve(model: nn.Module) -> nn.Module:
-    for m in model:
+    for m in model.modules():
         if isinstance(m, nn.Linear):
             m.__class__ = _HalvedWhenCompiled
     return model
@@ -61,6 +61,22 @@ def test_probe_catches_a_compile_that_changes_gradients():
         ConfigError, match=r"train.compile: torch .* wrong gradients .* set train.compile=false"
     ):
         check_compiled_gradients(_halve, CPU, "halved linears", compiler="aot_eager")
+
+
+def test_probe_still_compiles_after_many_configurations_in_one_process():
+    # nine probes whose linears are of nine classes (a recompile each) before the halved one: past dynamo's
+    # per-frame recompile limit (8) the probe would run eagerly and find nothing
+    for i in range(9):
+        kind = type(f"Linear{i}", (nn.Linear,), {})
+
+        def convert(model: nn.Module, kind: type = kind) -> nn.Module:
+            for m in model.modules():
+                if isinstance(m, nn.Linear):
+                    m.__class__ = kind
+            return model
+
+        assert compiled_gradient_error(convert, CPU, compiler="eager") == 0.0
+    assert compiled_gradient_error(_halve, CPU, compiler="aot_eager") > TOLERANCE
 
 
 def test_trainer_probe_converts_every_probe_linear_whatever_the_model_globs():

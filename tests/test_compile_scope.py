@@ -14,7 +14,7 @@ from robustprec.model.presets import PRESETS
 from robustprec.model.transformer import build_model
 from robustprec.numerics.backends import make_backend
 from robustprec.train.loop import train
-from robustprec.train.run import compile_in_place
+from robustprec.train.run import compile_in_place, compile_model
 from tests.conftest import tiny_overrides
 
 
@@ -57,3 +57,26 @@ def test_block_compiled_run_gives_the_eager_losses(tmp_path):
     a, b = (pq.read_table(tmp_path / n / "curve.parquet").to_pydict() for n in ("eager", "blocks"))
     assert b["loss"] == pytest.approx(a["loss"], rel=1e-4)
     assert b["eval_loss"][-1] == pytest.approx(a["eval_loss"][-1], rel=1e-4)
+
+
+def test_the_ninth_configuration_in_one_process_still_compiles():
+    # a Ray actor runs trials one after another: past dynamo's per-frame recompile limit (8) the model's forward ran
+    # eagerly from the ninth configuration on; the trainer starts each trial's compile afresh
+    spec = dataclasses.replace(PRESETS["tiny"], n_layers=1, vocab_size=256)
+    idx = torch.randint(0, spec.vocab_size, (2, 16), generator=torch.Generator().manual_seed(0))
+    for i in range(9):  # nine configurations: the linears of each model are of a class of their own
+        model = build_model(spec, seed=0)
+        kind = type(f"Linear{i}", (torch.nn.Linear,), {})
+        for m in model.modules():
+            if type(m) is torch.nn.Linear:
+                m.__class__ = kind
+        model.compile(backend="eager")
+        model(idx, idx)
+    cfg = load_config(None, tiny_overrides(**{"train.compile": True, "numerics.backend": "bf16"}))
+    backend = make_backend(cfg.numerics, torch.device("cpu"))
+    model = build_model(spec, seed=0)
+    wrapped = backend.wrap(model, seed=0)
+    counters.clear()
+    compile_model(cfg, backend, model, torch.device("cpu"))
+    wrapped(idx, idx)
+    assert counters["stats"]["unique_graphs"] == 1

@@ -109,6 +109,15 @@ def compile_in_place(model: Transformer, scope: str) -> None:
         model.compile()
 
 
+def compile_model(cfg: Config, backend: Backend, model: Transformer, device: torch.device) -> None:
+    """`train.compile`: the compiled-gradient probe, then the model compiled in place. Dynamo starts afresh: a
+    process that runs trials one after another (a Ray actor reused between trials) passes its per-frame recompile
+    limit (8) after 8 configurations, and from then on the model ran eagerly (CPU-measured)."""
+    torch._dynamo.reset()
+    _check_compiled_gradients(cfg, backend, device)
+    compile_in_place(model, cfg.train.compile_scope)
+
+
 def _check_compiled_gradients(cfg: Config, backend: Backend, device: torch.device) -> None:
     """Simulated backends: refuse to compile where torch's compiled graph gets their gradients wrong (see
     `robustprec.numerics.compile_check`); a probe of two linears converted like the model's."""
@@ -140,8 +149,7 @@ def setup_run(
     backend = make_backend(cfg.numerics, device)
     wrapped = backend.wrap(model, seed=cfg.effective_init_seed + SR_SEED_OFFSET)
     if cfg.train.compile:
-        _check_compiled_gradients(cfg, backend, device)
-        compile_in_place(model, cfg.train.compile_scope)
+        compile_model(cfg, backend, model, device)
     engine = build_engine(wrapped, cfg, world, device, backend)
     backend.attach(engine)
     return Run(
