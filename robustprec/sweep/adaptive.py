@@ -136,7 +136,7 @@ def search_trial(plan: SweepPlan, cond: dict[str, Any], lr: float, seed: int) ->
     """The TrialSpec of a proposed (lr, seed) of a condition: the condition's config with that LR and seed, an id
     `<condition>-lr<lr>-s<seed>` (more digits where two LRs would share it), axes incl. LR and seed. A point
     proposed before (the plan holds it) is that trial."""
-    from robustprec.sweep.plan import _join, _make_id, _with
+    from robustprec.sweep.plan import _make_id, _with, trial_dir
 
     taken = {t.trial_id.lower(): t for t in plan.trials}
     for digits in range(1, 17):
@@ -153,7 +153,7 @@ def search_trial(plan: SweepPlan, cond: dict[str, Any], lr: float, seed: int) ->
     return TrialSpec(
         trial_id=tid,
         config=dumped,
-        out_dir=_join(plan.root, "trials", tid),
+        out_dir=trial_dir(plan.root, tid),
         axes={**cond["axes"], LR: float(lr), SEED: int(seed)},
     )
 

@@ -386,6 +386,11 @@ def _join(root: str, *parts: str) -> str:
     return "/".join([root.rstrip("/"), *parts]) if "://" in root else str(Path(root, *parts))
 
 
+def trial_dir(root: str, trial_id: str) -> str:
+    """Where a sweep rooted at `root` keeps the records of trial `trial_id`."""
+    return _join(root, "trials", trial_id)
+
+
 @dataclass
 class SweepPlan:
     """The trials of a sweep, in grid order, with their compute estimates.
@@ -645,7 +650,7 @@ def plan_sweep(
             TrialSpec(
                 trial_id=tid,
                 config=dumped,
-                out_dir=_join(sweep_dir, "trials", tid),
+                out_dir=trial_dir(sweep_dir, tid),
                 axes={k: values_n[pos[k]][idx[pos[k]]] for k in shown},
             )
         )

@@ -277,9 +277,11 @@ def _plan_trials(sweep_dir: Path) -> tuple[str, list[dict[str, Any]], dict[str, 
 def _moved_with_sweep(sweep_dir: Path, trial: dict[str, Any]) -> dict[str, Any]:
     """A trial whose planned directory is gone but whose copy sits in `sweep_dir/trials` (a sweep directory
     moved or brought back from another machine) is read from where the sweep now is."""
-    here = sweep_dir / "trials" / trial["trial_id"]
-    if not Path(trial["out_dir"]).exists() and here.exists():
-        return {**trial, "out_dir": str(here)}
+    from robustprec.sweep.plan import trial_dir
+
+    here = trial_dir(str(sweep_dir), trial["trial_id"])
+    if not Path(trial["out_dir"]).exists() and Path(here).exists():
+        return {**trial, "out_dir": here}
     return trial
 
 
