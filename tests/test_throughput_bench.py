@@ -11,14 +11,12 @@ from tests.conftest import REPO
 from tests.test_train import DIST_VARS
 
 
-def test_throughput_benchmark_writes_rows_and_profiles(tmp_path):
+def _run_benchmark(tmp_path, args: list[str]) -> tuple[dict, str]:
+    """benchmarks/throughput.py with `args` in a fresh process: (its --json results, its stdout)."""
     out = tmp_path / "bench.json"
     env = {k: v for k, v in os.environ.items() if k not in DIST_VARS}
-    args = ["--presets", "tiny,tiny-gpt2", "--backends", "fp32,bf16", "--seq-len", "64", "--batch", "8",
-            "--steps", "6", "--no-compile", "--profile", "--reference-gpt", "--json", str(out),
-            "--set", "data.embedded_max_bytes=400000"]  # fmt: skip
     proc = subprocess.run(
-        [sys.executable, "benchmarks/throughput.py", *args],
+        [sys.executable, "benchmarks/throughput.py", *args, "--json", str(out)],
         capture_output=True,
         text=True,
         cwd=REPO,
@@ -26,8 +24,15 @@ def test_throughput_benchmark_writes_rows_and_profiles(tmp_path):
         timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "| preset | backend | robustprec tok/s |" in proc.stdout
-    res = json.loads(out.read_text())
+    return json.loads(out.read_text()), proc.stdout
+
+
+def test_throughput_benchmark_writes_rows_and_profiles(tmp_path):
+    args = ["--presets", "tiny,tiny-gpt2", "--backends", "fp32,bf16", "--seq-len", "64", "--batch", "8",
+            "--steps", "6", "--no-compile", "--profile", "--reference-gpt",
+            "--set", "data.embedded_max_bytes=400000"]  # fmt: skip
+    res, stdout = _run_benchmark(tmp_path, args)
+    assert "| preset | backend | robustprec tok/s |" in stdout
 
     compare = [r for r in res["rows"] if r["kind"] == "compare"]
     assert [(r["preset"], r["backend"]) for r in compare] == [
@@ -69,20 +74,9 @@ def test_throughput_benchmark_writes_rows_and_profiles(tmp_path):
 
 def test_a_row_the_model_cannot_run_is_noted_and_the_others_run(tmp_path):
     # tiny's d_ff = 176 is not a multiple of MX's 32-element blocks
-    out = tmp_path / "bench.json"
-    env = {k: v for k, v in os.environ.items() if k not in DIST_VARS}
     args = ["--presets", "tiny", "--backends", "sim:mxfp8,fp32", "--seq-len", "32", "--batch", "4", "--steps", "3",
-            "--warmup", "1", "--no-compile", "--plain", "none", "--json", str(out)]  # fmt: skip
-    proc = subprocess.run(
-        [sys.executable, "benchmarks/throughput.py", *args],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        env=env,
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    res = json.loads(out.read_text())
+            "--warmup", "1", "--no-compile", "--plain", "none"]  # fmt: skip
+    res, _ = _run_benchmark(tmp_path, args)
     assert [r["backend"] for r in res["rows"] if r["kind"] == "compare"] == ["fp32"]
     (note,) = [n for n in res["notes"] if "sim:mxfp8: not run" in n]
     assert "not a multiple of 32" in note
