@@ -63,6 +63,19 @@ def test_probe_catches_a_compile_that_changes_gradients():
         check_compiled_gradients(_halve, CPU, "halved linears", compiler="aot_eager")
 
 
+def _failing_compiler(gm, example_inputs):
+    raise RuntimeError("PassManager::run failed")
+
+
+def test_a_probe_the_compiler_cannot_build_is_a_one_line_config_error():
+    # as Triton's failure on an H200 (torch 2.11): the trainer's message names the compiler's error, no traceback
+    with pytest.raises(ConfigError) as err:
+        check_compiled_gradients(_halve, CPU, "sim:mxfp8", compiler=_failing_compiler)
+    message = str(err.value)
+    assert "cannot compile sim:mxfp8 on cpu" in message and "PassManager::run failed" in message
+    assert "\n" not in message and "TORCHDYNAMO_VERBOSE" not in message
+
+
 def test_probe_still_compiles_after_many_configurations_in_one_process():
     # nine probes whose linears are of nine classes (a recompile each) before the halved one: past dynamo's
     # per-frame recompile limit (8) the probe would run eagerly and find nothing

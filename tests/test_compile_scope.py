@@ -13,8 +13,11 @@ from robustprec.config import NumericsConfig, load_config
 from robustprec.model.presets import PRESETS
 from robustprec.model.transformer import build_model
 from robustprec.numerics.backends import make_backend
+from robustprec.train.callbacks import Callbacks
+from robustprec.train.evaluation import evaluate
 from robustprec.train.loop import train
-from robustprec.train.run import compile_in_place, compile_model
+from robustprec.train.monitors import ActivationTelemetry
+from robustprec.train.run import compile_in_place, compile_model, setup_run
 from tests.conftest import tiny_overrides
 
 
@@ -80,3 +83,18 @@ def test_the_ninth_configuration_in_one_process_still_compiles():
     compile_model(cfg, backend, model, torch.device("cpu"))
     wrapped(idx, idx)
     assert counters["stats"]["unique_graphs"] == 1
+
+
+def test_evaluation_hooks_do_not_recompile_each_block(tmp_path):
+    # the max-attention-logit hooks once indexed a tensor by their layer number: each block compiled on its own
+    # recompiled per layer, and past dynamo's limit of 8 the deeper blocks ran eagerly
+    sets = {"train.eval_sequences": 4, "model.n_layers": 10}
+    eager = setup_run(load_config(None, tiny_overrides(**sets)), tmp_path / "eager")
+    expected = evaluate(eager, Callbacks([ActivationTelemetry(eager)]))
+    blocks = {"train.compile": True, "train.compile_scope": "blocks"}
+    run = setup_run(load_config(None, tiny_overrides(**sets, **blocks)), tmp_path / "blocks")
+    counters.clear()
+    row = evaluate(run, Callbacks([ActivationTelemetry(run)]))
+    assert counters["stats"]["unique_graphs"] == 2  # a block with its hook, and the head
+    logits = [f"max_attn_logit_{i}" for i in range(10)]
+    assert [row[k] for k in logits] == pytest.approx([expected[k] for k in logits], rel=1e-5)

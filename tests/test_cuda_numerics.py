@@ -247,3 +247,18 @@ def test_converted_on_cpu_then_moved_to_cuda() -> None:
     assert set(handle.pop_stats()) == {
         f"{k}_{w}_frac" for k in ("act", "weight", "grad") for w in ("overflow", "underflow")
     }
+
+
+@pytest.mark.parametrize(
+    "backend", ["sim:E4M3", "sim:mxfp8", "sim:mxfp4", "sim:nvfp4", "sim:fp8_tensorwise", "sim:fp8_block"]
+)
+def test_trainer_compile_probe_passes_on_cuda(backend: str) -> None:
+    # the probe the trainer runs before it compiles (counters on, bf16 base): it must build and agree with eager;
+    # with a ReLU between its linears Triton could not build mxfp8's kernel (H200, torch 2.11)
+    from robustprec.config import load_config
+    from robustprec.numerics.backends import make_backend
+    from robustprec.train.run import _check_compiled_gradients
+
+    cfg = load_config(None, [f"numerics.backend={backend}", "train.compile=true"])
+    device = torch.device(DEV)
+    _check_compiled_gradients(cfg, make_backend(cfg.numerics, device), device)

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from robustprec.numerics.quantize import quantize
-from robustprec.numerics.recipe_linear import apply_recipe, rht_matrix
+from robustprec.numerics.recipe_linear import apply_recipe, rht
 from robustprec.numerics.recipes import recipe_operand, recipe_plan
 from robustprec.numerics.training_recipes import TrainingRecipe, parse_training_recipe
 
@@ -150,10 +150,18 @@ def test_wgrad_high_is_the_unquantized_gemm() -> None:
     assert not torch.equal(lin.weight.grad, lin2.weight.grad)
 
 
-def test_rht_matrix_is_tes_and_orthogonal() -> None:
-    m = torch.tensor(rht_matrix(), dtype=torch.float64)
-    assert torch.equal(m, _hadamard64())
+def test_rht_is_tes_hadamard_transform() -> None:
+    # the butterfly against scipy's Sylvester matrix with TE's signs: exactly on the identity (the matrix itself)
+    # and on values of a 1/16 grid, within float32 rounding of each output on generic values
+    m = _hadamard64()
+    assert torch.equal(rht(torch.eye(16)).double(), m)
     assert torch.equal(m @ m.t(), torch.eye(16, dtype=torch.float64))
+    grid = _heavy(8, 64, seed=6)
+    assert torch.equal(rht(grid).double(), (grid.double().reshape(-1, 16) @ m).reshape(grid.shape))
+    x = torch.randn(32, 48, generator=torch.Generator().manual_seed(7)) * 1e3
+    ref = (x.double().reshape(-1, 16) @ m).reshape(x.shape)
+    bound = 4 * 2.0**-24 * (x.double().abs().reshape(-1, 16) @ m.abs()).reshape(x.shape)  # 4 rounded stages
+    assert ((rht(x).double() - ref).abs() <= bound).all()
 
 
 def test_nvfp4_stochastic_rounding_is_seeded_and_unbiased() -> None:

@@ -9,6 +9,8 @@ probe's compiled gradients disagree with eager ones. The cause of that one was f
 autograd function's output, see `simulated.function_output`); the probe stays as the guard for the next one.
 It caught a second one: Inductor drops a ``.to(bfloat16)`` whose result is read back in float32 inside a fused
 kernel, so the simulation's bf16 copies and bf16 GEMM outputs round with integer ops (`simulated.bf16_values`).
+A probe the compiler cannot build at all (Triton's ``PassManager::run failed`` on a ReLU fused into the MX
+quantizer, H200, torch 2.11) is a ConfigError naming the compiler's message, not a traceback.
 """
 
 from __future__ import annotations
@@ -28,16 +30,17 @@ TOLERANCE = (
 
 
 class _Probe(nn.Module):
-    """Two linears around a ReLU, in a class of robustprec's own: dynamo skips the frames of torch's own modules, so
-    an `nn.Sequential` would compile only the converted linears one by one (torch 2.11 and 2.13, measured), where
-    the trainer compiles its model as one graph."""
+    """Two linears around a GELU (tanh, as GPT-2's MLP), in a class of robustprec's own: dynamo skips the frames of
+    torch's own modules, so an `nn.Sequential` would compile only the converted linears one by one (torch 2.11 and
+    2.13, measured), where the trainer compiles its model as one graph. Not a ReLU: Triton failed to build the MX
+    quantizer's kernel with a ReLU fused in (H200, torch 2.11), a kernel no robustprec model has."""
 
     def __init__(self) -> None:
         super().__init__()
         self.fc1, self.fc2 = nn.Linear(PROBE_WIDTH, PROBE_WIDTH), nn.Linear(PROBE_WIDTH, PROBE_WIDTH)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(torch.relu(self.fc1(x)))
+        return self.fc2(nn.functional.gelu(self.fc1(x), approximate="tanh"))
 
 
 def _probe(device: torch.device) -> nn.Module:
@@ -46,7 +49,7 @@ def _probe(device: torch.device) -> nn.Module:
 
 
 def _weight_grads(
-    prepare: Callable[[nn.Module], nn.Module], device: torch.device, compiler: str | None
+    prepare: Callable[[nn.Module], nn.Module], device: torch.device, compiler: str | Callable | None
 ) -> list[torch.Tensor]:
     model = _probe(device)
     run = prepare(model)
@@ -61,7 +64,7 @@ def _weight_grads(
 
 
 def compiled_gradient_error(
-    prepare: Callable[[nn.Module], nn.Module], device: torch.device, compiler: str = "inductor"
+    prepare: Callable[[nn.Module], nn.Module], device: torch.device, compiler: str | Callable = "inductor"
 ) -> float:
     """Largest |compiled − eager| weight gradient of the probe, relative to the largest eager one. `prepare`
     converts a fresh probe in place and returns the module to call (e.g. a backend's `wrap`). Dynamo's state is
@@ -81,11 +84,28 @@ def _difference(c: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
     return torch.where(same, 0.0, (c - e).abs().nan_to_num(nan=torch.inf))
 
 
+def _last_line(e: Exception) -> str:
+    """The compiler's own last words, without dynamo's advice on verbose logging."""
+    lines = [
+        x.strip() for x in str(e).splitlines() if x.strip() and not x.startswith("Set TORCHDYNAMO_VERBOSE")
+    ]
+    return lines[-1][:300] if lines else type(e).__name__
+
+
 def check_compiled_gradients(
-    prepare: Callable[[nn.Module], nn.Module], device: torch.device, what: str, compiler: str = "inductor"
+    prepare: Callable[[nn.Module], nn.Module],
+    device: torch.device,
+    what: str,
+    compiler: str | Callable = "inductor",
 ) -> None:
-    """Raise ConfigError if compiling changes the probe's gradients beyond `TOLERANCE`."""
-    err = compiled_gradient_error(prepare, device, compiler)
+    """Raise ConfigError if compiling changes the probe's gradients beyond `TOLERANCE`, or fails."""
+    try:
+        err = compiled_gradient_error(prepare, device, compiler)
+    except torch._dynamo.exc.BackendCompilerFailed as e:  # Inductor's and Triton's failures included
+        raise ConfigError(
+            f"train.compile: torch {torch.__version__} cannot compile {what} on {device.type} ({_last_line(e)}); "
+            "set train.compile=false"
+        ) from e
     if not err <= TOLERANCE:
         raise ConfigError(
             f"train.compile: torch {torch.__version__} compiles {what} on {device.type} with wrong gradients "
