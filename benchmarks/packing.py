@@ -3,14 +3,18 @@
     python benchmarks/packing.py [--preset llama-20m] [--formats bf16,sim:E4M3] [--trials 16] [--per-gpu 8]
         [--steps 200] [--seq-len 256] [--batch 32] [--device cuda] [--out DIR] [--json OUT.json]
 
-For each format, in one run:
-  alone   one trial on the whole device (`robustprec train`): its steady tokens/s (steps after the first).
-  packed  a sweep of `--trials` trials (seeds), `--per-gpu` at a time on the device (`robustprec sweep`, resources
-          {GPU: 1/per_gpu}), timed end to end from the command's start: trials per GPU-hour and aggregate tokens/s.
-  ceiling the steady-state aggregate of `--per-gpu` concurrent trials: per-gpu × the median steady tokens/s of the
-          packed trials (each measured while the others ran), as trials per GPU-hour. Start-up (process, imports,
-          CUDA context, compilation) is what separates `packed` from it.
+For each format, in one run, both through `robustprec sweep` (the same Ray Tune path and per-trial settings):
+  alone   a sweep of one trial holding the whole device: its steady tokens/s (steps after the first).
+  packed  a sweep of `--trials` trials (seeds), `--per-gpu` at a time on the device (resources {GPU: 1/per_gpu}),
+          timed end to end from the command's start: trials per GPU-hour and aggregate tokens/s.
+  ceiling the steady-state aggregate of `--per-gpu` concurrent trials, from the packed trials' own steps: the
+          tokens of every steady step (each step's wall-clock interval from the curve's `time` and `step_time_s`)
+          over the time during which `--per-gpu` trials were stepping at once (`concurrent_rate`), as trials per
+          GPU-hour. Start-up (process, imports, CUDA context, compilation) is what separates `packed` from it.
+          Blank where the trials never all overlapped (raise --steps).
 Prints a table; `--json` writes the numbers. The device is whatever `train.device` resolves (`--device`).
+Session 9 replaced a ceiling of per-gpu × each trial's own steady rate, which counted trials whose steady steps
+did not overlap as concurrent (H200: 14× one trial alone).
 """
 
 from __future__ import annotations
@@ -24,6 +28,8 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from robustprec.tracking.store import read_curve
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -51,23 +57,52 @@ def _cli(argv: list[str]) -> float:
     return time.perf_counter() - tic
 
 
+def concurrent_rate(intervals: list[tuple[float, float, float]], at_least: int) -> tuple[float, float] | None:
+    """Aggregate rate while at least `at_least` intervals overlap: ``(tokens per second, seconds)``, or None if
+    they never do. An interval is ``(start, end, tokens)``, its tokens spread evenly over it."""
+    events = sorted(
+        [(a, 1, n / (b - a)) for a, b, n in intervals if b > a]
+        + [(b, -1, -n / (b - a)) for a, b, n in intervals if b > a]
+    )
+    active, rate, tokens, seconds, last = 0, 0.0, 0.0, 0.0, None
+    for t, step, delta in events:
+        if last is not None and active >= at_least:
+            tokens, seconds = tokens + rate * (t - last), seconds + (t - last)
+        active, rate, last = active + step, rate + delta, t
+    return (tokens / seconds, seconds) if seconds > 0 else None
+
+
+def _steady_steps(root: Path, tokens_per_step: int) -> list[tuple[float, float, float]]:
+    """Every trial's steps after its first as wall-clock intervals with their tokens."""
+    out = []
+    for run_dir in sorted(p.parent for p in root.glob("trials/*/summary.json")):
+        curve = read_curve(run_dir).to_pylist()
+        out += [(r["time"] - r["step_time_s"], r["time"], tokens_per_step) for r in curve[1:]]
+    return out
+
+
 def _summaries(root: Path) -> list[dict[str, Any]]:
     return [json.loads(p.read_text()) for p in sorted(root.glob("trials/*/summary.json"))]
 
 
+def _sweep(args: argparse.Namespace, fmt: str, tmp: Path, name: str, trials: int, gpu: float) -> float:
+    """Run a sweep of `trials` seeds of `fmt`; its wall time from the command's start."""
+    share = f", GPU: {gpu}" if args.device == "cuda" else ""
+    sweep = ["--set", f"sweep.seeds={trials}", "--set", f"sweep.formats=[{fmt!r}]", "--set", "sweep.lrs=[1e-3]",
+             "--set", f"sweep.resources={{CPU: {args.cpus}{share}}}", "--set", f"sweep.max_concurrent={args.per_gpu}"]  # fmt: skip
+    return _cli(["sweep", "--config", str(REPO / "configs" / "smoke.yaml"), *_overrides(args, fmt), *sweep,
+                 "--name", name, "--storage", str(tmp / "sweeps"), "--overwrite"])  # fmt: skip
+
+
 def measure(args: argparse.Namespace, fmt: str, tmp: Path) -> dict[str, Any]:
-    sets = _overrides(args, fmt)
-    _cli(["train", *sets, "--out", str(tmp / "alone"), "--overwrite"])
-    alone = json.loads((tmp / "alone" / "summary.json").read_text())
-    gpu = f", GPU: {1 / args.per_gpu}" if args.device == "cuda" else ""
-    sweep = ["--set", f"sweep.seeds={args.trials}", "--set", f"sweep.formats=[{fmt!r}]", "--set", "sweep.lrs=[1e-3]",
-             "--set", f"sweep.resources={{CPU: {args.cpus}{gpu}}}", "--set", f"sweep.max_concurrent={args.per_gpu}"]  # fmt: skip
-    name = "pack-" + "".join(c if c.isalnum() else "-" for c in fmt)
-    wall = _cli(["sweep", "--config", str(REPO / "configs" / "smoke.yaml"), *sets, *sweep, "--name", name,
-                 "--storage", str(tmp / "sweeps"), "--overwrite"])  # fmt: skip
-    done = _summaries(tmp / "sweeps" / name)
-    tokens_per_trial = args.steps * args.seq_len * args.batch
-    steady = statistics.median(s["tokens_per_s"] for s in done)
+    tag = "".join(c if c.isalnum() else "-" for c in fmt)
+    _sweep(args, fmt, tmp, f"alone-{tag}", 1, 1.0)
+    (alone,) = _summaries(tmp / "sweeps" / f"alone-{tag}")
+    wall = _sweep(args, fmt, tmp, f"pack-{tag}", args.trials, 1 / args.per_gpu)
+    done = _summaries(tmp / "sweeps" / f"pack-{tag}")
+    tokens_per_step = args.seq_len * args.batch
+    tokens_per_trial = args.steps * tokens_per_step
+    ceiling = concurrent_rate(_steady_steps(tmp / "sweeps" / f"pack-{tag}", tokens_per_step), args.per_gpu)
     return {
         "format": fmt,
         "trials": len(done),
@@ -76,25 +111,27 @@ def measure(args: argparse.Namespace, fmt: str, tmp: Path) -> dict[str, Any]:
         "packed_wall_s": wall,
         "packed_tokens_per_s": len(done) * tokens_per_trial / wall,
         "packed_trials_per_gpu_hour": len(done) * 3600 / wall,
-        "median_trial_tokens_per_s": steady,
+        "median_trial_tokens_per_s": statistics.median(s["tokens_per_s"] for s in done),
         "median_trial_startup_s": statistics.median(s["startup_s"] for s in done),
-        "ceiling_tokens_per_s": args.per_gpu * steady,
-        "ceiling_trials_per_gpu_hour": args.per_gpu * steady * 3600 / tokens_per_trial,
+        "ceiling_tokens_per_s": ceiling[0] if ceiling else None,
+        "ceiling_overlap_s": ceiling[1] if ceiling else 0.0,
+        "ceiling_trials_per_gpu_hour": ceiling[0] * 3600 / tokens_per_trial if ceiling else None,
         "alone_trials_per_gpu_hour": alone["tokens_per_s"] * 3600 / tokens_per_trial,
     }
 
 
 def print_table(rows: list[dict[str, Any]]) -> None:
-    print("| format | trials | alone tok/s | packed tok/s | packed / alone | ceiling tok/s | ceiling / alone "
-          "| trials/GPU-h packed | ceiling | packed / ceiling | median start-up (s) |")  # fmt: skip
+    print("| format | trials | alone tok/s | packed tok/s | packed / alone | ceiling tok/s (overlap s) "
+          "| ceiling / alone | trials/GPU-h packed | ceiling | packed / ceiling | median start-up (s) |")  # fmt: skip
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        a = r["alone_tokens_per_s"]
+        a, c = r["alone_tokens_per_s"], r["ceiling_tokens_per_s"]
+        ceiling = ("–", "–", "–", "–") if c is None else (
+            f"{c:,.0f} ({r['ceiling_overlap_s']:.1f})", f"{c / a:.2f}x", f"{r['ceiling_trials_per_gpu_hour']:.0f}",
+            f"{r['packed_trials_per_gpu_hour'] / r['ceiling_trials_per_gpu_hour']:.0%}")  # fmt: skip
         print(f"| {r['format']} | {r['trials']} | {a:,.0f} | {r['packed_tokens_per_s']:,.0f} "
-              f"| {r['packed_tokens_per_s'] / a:.2f}x | {r['ceiling_tokens_per_s']:,.0f} "
-              f"| {r['ceiling_tokens_per_s'] / a:.2f}x | {r['packed_trials_per_gpu_hour']:.0f} "
-              f"| {r['ceiling_trials_per_gpu_hour']:.0f} "
-              f"| {r['packed_trials_per_gpu_hour'] / r['ceiling_trials_per_gpu_hour']:.0%} "
+              f"| {r['packed_tokens_per_s'] / a:.2f}x | {ceiling[0]} | {ceiling[1]} "
+              f"| {r['packed_trials_per_gpu_hour']:.0f} | {ceiling[2]} | {ceiling[3]} "
               f"| {r['median_trial_startup_s']:.1f} |")  # fmt: skip
 
 

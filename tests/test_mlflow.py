@@ -55,6 +55,7 @@ def _content(uri: str, parent_id: str) -> dict:
             k: [(m.step, m.value) for m in c.get_metric_history(r.info.run_id, k)]
             for k in ("loss", "eval_loss")
         }
+        hist["loss_timestamps"] = [m.timestamp for m in c.get_metric_history(r.info.run_id, "loss")]
         out["children"][r.info.run_name] = {
             "params": r.data.params,
             "metrics": r.data.metrics,
@@ -93,6 +94,10 @@ def test_sync_mirrors_sweep_as_parent_and_children(sweep, tmp_path):
             (r["step"], r["loss"]) for r in curve if r["loss"] is not None and abs(r["loss"]) != float("inf")
         ]
         assert child["history"]["loss"] == expected
+        # each point at its step's wall clock, and the clock itself is no metric
+        finite = [r for r in curve if r["loss"] is not None and abs(r["loss"]) != float("inf")]
+        assert child["history"]["loss_timestamps"] == [int(r["time"] * 1000) for r in finite]
+        assert "time" not in child["metrics"]
         assert child["artifacts"] == ["record/config.yaml", "record/curve.parquet", "record/summary.json"]
     statuses = {json.loads((Path(s.out_dir) / "summary.json").read_text())["status"] for s in sweep.trials}
     assert statuses == {"converged", "diverged"}  # the grid has both outcomes

@@ -236,15 +236,21 @@ class MlflowMirror:
         if table.num_rows == 0:
             return []
         steps = table.column("step").to_pylist()
+        times = [
+            timestamp if t is None else int(t * 1000)
+            for t in (
+                table.column("time").to_pylist() if "time" in table.column_names else [None] * len(steps)
+            )
+        ]  # each point at its step's wall clock (MLflow's relative-time axis), where the curve has it
         out = []
         for name in table.column_names:
-            if name == "step":
+            if name in ("step", "time"):
                 continue
             values = table.column(name).to_pylist()
             present = [i for i, v in enumerate(values) if v is not None and math.isfinite(v)]
             for j in downsample_steps(len(present), max_points):
                 i = present[j]
-                out.append(Metric(name, float(values[i]), timestamp, int(steps[i])))
+                out.append(Metric(name, float(values[i]), times[i], int(steps[i])))
         return out
 
     def finish(self, counts: dict[str, int]) -> None:

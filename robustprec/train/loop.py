@@ -128,6 +128,7 @@ def train_step(run: Run, hooks: Callbacks) -> Row:
         "lr": lr,
         "tokens": (step + 1) * run.tokens_per_step,
         "step_time_s": time.perf_counter() - tic,
+        "time": time.time(),  # wall clock at the step's end (MLflow's point timestamps; packing's overlap)
         "skipped_steps": engine.skipped_steps,
         "skipped": skipped,
     }
