@@ -262,3 +262,24 @@ def test_trainer_compile_probe_passes_on_cuda(backend: str) -> None:
     cfg = load_config(None, [f"numerics.backend={backend}", "train.compile=true"])
     device = torch.device(DEV)
     _check_compiled_gradients(cfg, make_backend(cfg.numerics, device), device)
+
+
+def test_fp8_tensorwise_operands_are_torchaos_on_cuda() -> None:
+    # issue 14: sim:fp8_tensorwise's GEMM operands are the real fp8 backend's (torchao's dynamic cast on the device),
+    # element for element with the same inverse scale, eager and compiled
+    from torchao.float8.float8_scaling_utils import hp_tensor_to_float8_dynamic
+    from torchao.float8.float8_training_tensor import LinearMMConfig
+
+    from robustprec.numerics.recipes import recipe_operand, recipe_plan
+
+    gen = torch.Generator().manual_seed(9)
+    x = torch.randn(256, 512, generator=gen) * torch.exp(1.5 * torch.randn(256, 512, generator=gen))
+    for spec, dtype, scale in (("fp8_tensorwise:elem=e4m3", torch.float8_e4m3fn, 1.0),
+                               ("fp8_tensorwise:elem=e5m2", torch.float8_e5m2, 1e-6)):  # fmt: skip
+        t = (x * scale).to(DEV)
+        ref = hp_tensor_to_float8_dynamic(t, dtype, LinearMMConfig())
+        plan = recipe_plan(spec)
+        for quantizer in (recipe_operand, torch.compile(recipe_operand, fullgraph=True)):
+            vals, post, _ = quantizer(t, plan)
+            assert torch.equal(vals, ref._data.float()), spec
+            assert torch.equal(post.expand(t.shape[0], 1), (1 / ref._scale).expand(t.shape[0], 1)), spec

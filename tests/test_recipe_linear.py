@@ -19,6 +19,7 @@ from torch import nn
 from robustprec.numerics.quantize import quantize
 from robustprec.numerics.recipe_linear import apply_recipe, rht
 from robustprec.numerics.recipes import recipe_operand, recipe_plan
+from robustprec.numerics.simulated import OPERANDS
 from robustprec.numerics.training_recipes import TrainingRecipe, parse_training_recipe
 
 T, IN, OUT = 128, 256, 128  # tokens, in-features, out-features: every recipe's blocks divide them
@@ -138,6 +139,43 @@ def test_tensorwise_operands_are_torchaos_bit_for_bit() -> None:
         else:
             assert torch.equal(vals, ref._data.float())
             assert torch.equal(post.expand(t.shape[0], 1), (1 / ref._scale).expand(t.shape[0], 1))
+
+
+@pytest.mark.parametrize(
+    ("spec", "reuse"),
+    [("fp8_tensorwise", (True, True, True)), ("fp8_rowwise", (False, False, False)),
+     ("mxfp8", (False, False, False)), ("fp8_tensorwise:grad=e4m3,act=e5m2", (True, True, True)),
+     ("nvfp4:sr=false,rht=false,weight2d=false", (False, False, False))],
+)  # fmt: skip
+def test_tensorwise_backward_reuses_the_forward_copies_and_counts_each_use(spec, reuse) -> None:
+    # one scale per tensor and no random bits: the transpose's copy is the copy transposed, so the backward reuses
+    # x's and W's forward copies and dgrad's g copy (torchao casts each once); telemetry still counts every use
+    lin = nn.Linear(IN, OUT, bias=False)
+    with torch.no_grad():
+        lin.weight.copy_(_heavy(OUT, IN, seed=1) / 64)
+    handle = apply_recipe(lin, spec, exclude=(), base="fp32", seed=0)
+    assert lin._sim.recipe.reuse == reuse
+    x, g = _heavy(T, IN, seed=2), _heavy(T, OUT, seed=3)
+    x[:, :8] *= 1e-6  # underflows in every copy of x
+    lin(x.requires_grad_(True)).backward(g)
+    st = handle._state
+    raw = (
+        st.counts + st.sink.grad
+    ).tolist()  # every copy's counts, before pop_stats turns them into fractions
+    stats = handle.pop_stats()
+    r = parse_training_recipe(spec)
+    w = lin.weight.detach()
+    copies = {"act": [(x.detach(), "fwd"), (x.detach().t().contiguous(), "wgrad")],
+              "weight": [(w, "fwd"), (w.t().contiguous(), "dgrad")],
+              "grad": [(g, "dgrad"), (g.t().contiguous(), "wgrad")]}  # fmt: skip
+    for kind, uses in copies.items():
+        counts = sum(
+            recipe_operand(t, recipe_plan(r.slot(gemm, kind).recipe), None, True)[2] for t, gemm in uses
+        )
+        assert counts[1] > 0 or kind != "act"
+        assert raw[OPERANDS.index(kind)][:3] == counts[:3].tolist()
+        assert stats[f"{kind}_underflow_frac"] == pytest.approx(float(counts[1] / counts[2]), rel=1e-12)
+        assert stats[f"{kind}_overflow_frac"] == pytest.approx(float(counts[0] / counts[2]), rel=1e-12)
 
 
 def test_wgrad_high_is_the_unquantized_gemm() -> None:

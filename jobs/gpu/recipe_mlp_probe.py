@@ -3,6 +3,7 @@ compiled, forward and backward, under bf16 autocast and each simulated backend n
 ms per fwd+bwd (median of 20, synced) and the top kernels of 3 profiled iterations, as a table per backend.
 
     python3 jobs/gpu/recipe_mlp_probe.py bf16 sim:E4M3 sim:mxfp8 sim:nvfp4 sim:fp8_tensorwise
+    python3 jobs/gpu/recipe_mlp_probe.py --size 4096,512,1024 bf16 sim:fp8_tensorwise   # TOKENS,D,FF (CPU)
 """
 
 from __future__ import annotations
@@ -94,6 +95,9 @@ def measure(backend: str) -> None:
 
 
 if __name__ == "__main__":
+    if len(sys.argv) > 2 and sys.argv[1] == "--size":
+        TOKENS, D, FF = (int(v) for v in sys.argv[2].split(","))
+        del sys.argv[1:3]
     print(f"{torch.cuda.get_device_name() if DEV.type == 'cuda' else 'cpu'}, torch {torch.__version__}, "
           f"tokens {TOKENS}, {D} -> {FF} -> {D}")  # fmt: skip
     for name in sys.argv[1:] or ["bf16", "sim:E4M3", "sim:mxfp8"]:

@@ -1,4 +1,4 @@
-# Session 9 (issues 13, 14), after s9_1 (= next_s9_a.sh: the gpt2 blocks rows stopped at sim:mxfp8, whose compile
+# Session 9 (issues 13, 14), after s9_1 (the gpt2 blocks rows stopped at sim:mxfp8, whose compile
 # probe Triton could not build; the MLP probe showed nvfp4's 16-wide RHT matmuls as FFMA GEMMs). (1) The CUDA
 # numerics suite, with the trainer's compile probe per recipe. (2) The MLP probe for bf16 / nvfp4 (RHT now a
 # butterfly) / fp8_tensorwise. (3) gpt2-124m block by block (head compiled, evaluation hooks no longer recompile

@@ -77,6 +77,15 @@ class _Slot:
     rht: bool
     stochastic: bool
 
+    @property
+    def transposable(self) -> bool:
+        """Quantizing the transpose gives the transposed copy (one scale for the tensor, no random bits)."""
+        return self.plan.recipe.block == (0, 0) and not self.stochastic and not self.rht
+
+
+def _reused(a: _Slot | None, b: _Slot | None) -> bool:
+    return a is not None and a == b and a.transposable
+
 
 @dataclass(frozen=True)
 class RecipeGemms:
@@ -91,6 +100,8 @@ class RecipeGemms:
     out_bf16: bool
     token_multiple: int  # what tokens (rows of x) must be a multiple of
     acc: Accumulator | None = None  # numerics.accumulate, for the GEMMs whose two operands are quantized
+    # backward copies that are the forward's (x for wgrad, W for dgrad) or dgrad's (g for wgrad) transposed
+    reuse: tuple[bool, bool, bool] = (False, False, False)
 
     def accumulator(self, first_slot: int) -> Accumulator | None:
         """The accumulator of the GEMM of slots `first_slot` and `first_slot + 1` (0 fwd, 2 dgrad, 4 wgrad)."""
@@ -121,8 +132,18 @@ def _gemms(
             multiple = math.lcm(multiple, s.plan.recipe.row_multiple)
         if s is not None and i in (4, 5):  # wgrad: tokens are K
             multiple = math.lcm(multiple, s.plan.recipe.k_multiple, 16 if s.rht else 1)
+    reuse = (_reused(slots[0], slots[5]), _reused(slots[1], slots[3]), _reused(slots[2], slots[4]))
     return RecipeGemms(
-        recipe.name, slots, carrier(0), carrier(2), carrier(4), base, gemm_output == "bf16", multiple, acc
+        recipe.name,
+        slots,
+        carrier(0),
+        carrier(2),
+        carrier(4),
+        base,
+        gemm_output == "bf16",
+        multiple,
+        acc,
+        reuse,
     )
 
 
@@ -190,6 +211,16 @@ def _count_rows(parts: Sequence[tuple[int, Tensor | None]], like: Tensor) -> Ten
 _ROW = {op: OPERANDS.index(op) for op in OPERANDS}
 
 
+def _saved_copy(q: _Q) -> _Q:
+    """A quantized copy kept for backward: its values in bf16 (exact: elements times power-of-two or E4M3 scales)."""
+    return q[0].to(torch.bfloat16), q[1], q[2]
+
+
+def _transposed(q: _Q) -> _Q:
+    """The copy of the transposed tensor, from a `_Slot.transposable` copy (its factor is one per tensor)."""
+    return q[0].t(), q[1], q[2]
+
+
 class _RecipeLinearFn(torch.autograd.Function):
     @staticmethod
     def forward(
@@ -200,16 +231,22 @@ class _RecipeLinearFn(torch.autograd.Function):
         x_hp: Tensor,
         xa: Tensor,
         xp: Tensor | None,
+        c_x: Tensor | None,
         wa: Tensor,
         wp: Tensor | None,
+        c_w: Tensor | None,
         key: Tensor | None,
         sink: Tensor | None,
         gemms: RecipeGemms,
     ) -> Tensor:
+        xq, wq = (xa, xp, c_x), (wa, wp, c_w)
         out = scaled_mm(xa, xp, wa, wp, gemms.fwd, gemms.accumulator(0))
         if bias is not None:
             out = out + bias.float()
-        ctx.save_for_backward(x_hp, weight, key)
+        reuse_x, reuse_w, _ = gemms.reuse
+        xs = _saved_copy(xq) if reuse_x else (x_hp, None, None)
+        ws = _saved_copy(wq) if reuse_w else (None, None, None)
+        ctx.save_for_backward(*xs, weight, *ws, key)
         ctx.gemms = gemms
         ctx.meta = (x.dtype, weight.dtype, None if bias is None else bias.dtype)
         shape = (*x.shape[:-1], out.shape[-1])
@@ -218,29 +255,43 @@ class _RecipeLinearFn(torch.autograd.Function):
     @staticmethod
     @autocast_off
     def backward(ctx: Any, grad_out: Tensor) -> tuple[Tensor | None, ...]:
-        x_hp, weight, key = ctx.saved_tensors
+        x_saved, xp, c_x, weight, w_saved, wp, c_w, key = ctx.saved_tensors
         gm: RecipeGemms = ctx.gemms
+        reuse_x, reuse_w, reuse_g = gm.reuse
         x_dtype, w_dtype, b_dtype = ctx.meta
         g = grad_out.reshape(-1, grad_out.shape[-1])
         g_hp = _to_base(g, gm.base)
-        stats = ctx.needs_input_grad[9]  # the telemetry sink is passed only when counting
+        stats = ctx.needs_input_grad[11]  # the telemetry sink is passed only when counting
         parts: list[tuple[int, Tensor | None]] = []
         dx = dw = db = None
+        gq = None
         if ctx.needs_input_grad[0]:
-            ga, gp, c_g = _quantize(g_hp, gm.slots[2], gm.base, key, 2, stats)
-            wa, wp, c_w = _quantize(weight.detach().t(), gm.slots[3], gm.base, key, 3, stats)
-            dx = gm.output(scaled_mm(ga, gp, wa, wp, gm.dgrad, gm.accumulator(2)))
+            gq = _quantize(g_hp, gm.slots[2], gm.base, key, 2, stats)
+            wt = (
+                _transposed((w_saved, wp, c_w))
+                if reuse_w
+                else _quantize(weight.detach().t(), gm.slots[3], gm.base, key, 3, stats)
+            )
+            dx = gm.output(scaled_mm(gq[0], gq[1], wt[0], wt[1], gm.dgrad, gm.accumulator(2)))
             dx = dx.reshape(*grad_out.shape[:-1], weight.shape[1]).to(x_dtype)
-            parts += [(_ROW["grad"], c_g), (_ROW["weight"], c_w)]
+            parts += [(_ROW["grad"], gq[2]), (_ROW["weight"], wt[2])]
         if ctx.needs_input_grad[1]:
-            ga, gp, c_g = _quantize(g_hp.t(), gm.slots[4], gm.base, key, 4, stats)
-            xa, xp, c_x = _quantize(x_hp.t(), gm.slots[5], gm.base, key, 5, stats)
-            dw = gm.output(scaled_mm(ga, gp, xa, xp, gm.wgrad, gm.accumulator(4))).to(w_dtype)
-            parts += [(_ROW["grad"], c_g), (_ROW["act"], c_x)]
+            gt = (
+                _transposed(gq)
+                if reuse_g and gq is not None
+                else _quantize(g_hp.t(), gm.slots[4], gm.base, key, 4, stats)
+            )
+            xt = (
+                _transposed((x_saved, xp, c_x))
+                if reuse_x
+                else _quantize(x_saved.t(), gm.slots[5], gm.base, key, 5, stats)
+            )
+            dw = gm.output(scaled_mm(gt[0], gt[1], xt[0], xt[1], gm.wgrad, gm.accumulator(4))).to(w_dtype)
+            parts += [(_ROW["grad"], gt[2]), (_ROW["act"], xt[2])]
         if b_dtype is not None and ctx.needs_input_grad[2]:
             db = g.float().sum(0).to(b_dtype)
         counts = _count_rows(parts, g) if stats else None
-        return dx, dw, db, None, None, None, None, None, None, counts, None
+        return dx, dw, db, None, None, None, None, None, None, None, None, counts, None
 
 
 def recipe_linear(mod: SimLinear, input: Tensor) -> Tensor:
@@ -256,12 +307,12 @@ def recipe_linear(mod: SimLinear, input: Tensor) -> Tensor:
     key = st.next_key()
     x_hp = _to_base(input.detach().reshape(-1, input.shape[-1]), gm.base)
     counting = st.counting
-    xa, xp, c_x = _quantize(x_hp, gm.slots[0], gm.base, key, 0, counting)
-    wa, wp, c_w = _quantize(mod.weight.detach(), gm.slots[1], gm.base, key, 1, counting)
+    xq = _quantize(x_hp, gm.slots[0], gm.base, key, 0, counting)
+    wq = _quantize(mod.weight.detach(), gm.slots[1], gm.base, key, 1, counting)
     if counting:
-        st.counts.add_(_count_rows([(_ROW["act"], c_x), (_ROW["weight"], c_w)], x_hp))
+        st.counts.add_(_count_rows([(_ROW["act"], xq[2]), (_ROW["weight"], wq[2])], x_hp))
     sink = st.sink if counting and any(s is not None for s in gm.slots[2:]) else None
-    return _RecipeLinearFn.apply(input, mod.weight, mod.bias, x_hp, xa, xp, wa, wp, key, sink, gm)
+    return _RecipeLinearFn.apply(input, mod.weight, mod.bias, x_hp, *xq, *wq, key, sink, gm)
 
 
 class _RecipeState(_SimState):

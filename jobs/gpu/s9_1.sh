@@ -1,9 +1,9 @@
-# Prepared in session 8 (issues 13, 14). (1) gpt2-124m (seq 1024, batch 16) bf16 as one graph, for the head's effect
+# As run in session 9 (s9_1). Prepared in session 8 (issues 13, 14). (1) gpt2-124m (seq 1024, batch 16) bf16 as one graph, for the head's effect
 # below. (2) Where a recipe's GPU time goes: one gpt2 MLP, fwd+bwd, compiled, bf16 vs sim:E4M3 / mxfp8 / nvfp4 /
 # fp8_tensorwise, with its top kernels (jobs/gpu/recipe_mlp_probe.py). (3) gpt2-124m block by block with the head
 # compiled too (s8_3 ran it eager: bf16 52.6 ms against 35.3 as one graph), kernel profile per row. Telemetry only
 # at the last step.
-# device command: bash jobs/gpu/next_s9_a.sh   (carry [".gpu"]; results in $OUT)
+# device command: bash jobs/gpu/s9_1.sh   (carry [".gpu"]; results in $OUT)
 source .gpu/install.sh > /tmp/install.log 2>&1 || { tail -5 /tmp/install.log; exit 1; }
 export PYTHONPATH=$PWD:$PYTHONPATH PYTHONUNBUFFERED=1 TORCH_CUDA_ARCH_LIST=9.0
 T0=$(date +%s)
