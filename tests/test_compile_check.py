@@ -67,10 +67,20 @@ def _failing_compiler(gm, example_inputs):
     raise RuntimeError("PassManager::run failed")
 
 
-def test_a_probe_the_compiler_cannot_build_is_a_one_line_config_error():
+def _failing_backward_compiler():
+    """Compiles the forward, fails on the backward graph (compiled lazily, at the first backward)."""
+    from functorch.compile import make_boxed_func
+    from torch._dynamo.backends.common import aot_autograd
+
+    return aot_autograd(fw_compiler=lambda gm, _: make_boxed_func(gm.forward), bw_compiler=_failing_compiler)
+
+
+@pytest.mark.parametrize("failing", ["forward", "backward"])
+def test_a_probe_the_compiler_cannot_build_is_a_one_line_config_error(failing):
     # as Triton's failure on an H200 (torch 2.11): the trainer's message names the compiler's error, no traceback
+    compiler = _failing_compiler if failing == "forward" else _failing_backward_compiler()
     with pytest.raises(ConfigError) as err:
-        check_compiled_gradients(_halve, CPU, "sim:mxfp8", compiler=_failing_compiler)
+        check_compiled_gradients(_halve, CPU, "sim:mxfp8", compiler=compiler)
     message = str(err.value)
     assert "cannot compile sim:mxfp8 on cpu" in message and "PassManager::run failed" in message
     assert "\n" not in message and "TORCHDYNAMO_VERBOSE" not in message

@@ -31,6 +31,10 @@ TOLERANCE = (
 )
 
 
+class ProbeCompileError(RuntimeError):
+    """The compiler could not build the probe (its forward, or its backward when first run)."""
+
+
 class _Probe(nn.Module):
     """Two linears around a ReLU (exact in every backend, so compiled and eager quantize the same values), in a
     class of robustprec's own: dynamo skips the frames of torch's own modules, so an `nn.Sequential` would compile
@@ -76,7 +80,12 @@ def compiled_gradient_error(
     would run the probe eagerly, and the check would pass whatever the compiler does."""
     torch._dynamo.reset()
     eager = _weight_grads(prepare, device, None)
-    compiled = _weight_grads(prepare, device, compiler)
+    try:
+        compiled = _weight_grads(prepare, device, compiler)
+    except (
+        Exception
+    ) as e:  # eager ran: what fails now is the compiler's, the forward's or the lazy backward's
+        raise ProbeCompileError(_last_line(e)) from e
     return max(_relative(c, e) for c, e in zip(compiled, eager, strict=True))
 
 
@@ -109,9 +118,9 @@ def check_compiled_gradients(
     """Raise ConfigError if compiling changes the probe's gradients beyond `TOLERANCE`, or fails."""
     try:
         err = compiled_gradient_error(prepare, device, compiler)
-    except torch._dynamo.exc.BackendCompilerFailed as e:  # Inductor's and Triton's failures included
+    except ProbeCompileError as e:
         raise ConfigError(
-            f"train.compile: torch {torch.__version__} cannot compile {what} on {device.type} ({_last_line(e)}); "
+            f"train.compile: torch {torch.__version__} cannot compile {what} on {device.type} ({e}); "
             "set train.compile=false"
         ) from e
     if not err <= TOLERANCE:

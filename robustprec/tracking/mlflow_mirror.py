@@ -236,12 +236,10 @@ class MlflowMirror:
         if table.num_rows == 0:
             return []
         steps = table.column("step").to_pylist()
-        times = [
-            timestamp if t is None else int(t * 1000)
-            for t in (
-                table.column("time").to_pylist() if "time" in table.column_names else [None] * len(steps)
-            )
-        ]  # each point at its step's wall clock (MLflow's relative-time axis), where the curve has it
+        clock = table.column("time").to_pylist() if "time" in table.column_names else [None]
+        # each point at its step's wall clock (MLflow's relative-time axis); all at `timestamp` where a curve has
+        # rows without it (written before the column existed, then resumed), so that time never runs backwards
+        times = [timestamp] * len(steps) if None in clock else [int(t * 1000) for t in clock]
         out = []
         for name in table.column_names:
             if name in ("step", "time"):
