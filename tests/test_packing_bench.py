@@ -63,3 +63,6 @@ def test_packing_benchmark_runs_on_cpu(tmp_path):
     # two trials at a time: the ceiling is measured where both stepped together, or reported as missing
     assert row["ceiling_tokens_per_s"] is None or row["ceiling_overlap_s"] > 0
     assert "| fp32 | 2 |" in res.stdout
+    table = [line for line in res.stdout.splitlines() if line.startswith("|")]
+    # header, rule, row: as many cells each
+    assert len(table) == 3 and len({line.count("|") for line in table}) == 1
