@@ -561,9 +561,8 @@ def run_preset(
             notes.append(f"{backend}: the plain loop has no equivalent of its DeepSpeed engine settings")
         try:
             ours = run_robustprec(cfg, geo, warm, timed, args.profile, args.host_profile)
-        except (
-            ConfigError
-        ) as e:  # e.g. a recipe's blocks do not divide this model's widths: the other rows run
+        # e.g. a recipe's blocks do not divide this model's widths: the other rows run
+        except ConfigError as e:
             notes.append(f"{preset} {backend}: not run: {e}")
             print(f"[throughput] {preset} {backend}: not run: {e}", flush=True)
             continue

@@ -6,9 +6,7 @@
 source .gpu/install.sh > /tmp/install.log 2>&1 || { tail -5 /tmp/install.log; exit 1; }
 export PYTHONPATH=$PWD:$PYTHONPATH PYTHONUNBUFFERED=1 TORCH_CUDA_ARCH_LIST=9.0
 T0=$(date +%s)
-timeout 240 python3 -m pytest tests/test_cuda_numerics.py -m cuda -q -rfEs -p no:cacheprovider --durations=8 \
-  > $OUT/cuda_suite.txt 2>&1
-echo "cuda suite rc=$? $(( $(date +%s) - T0 )) s"; grep -v "^DEBUG\|^  " $OUT/cuda_suite.txt | tail -15
+timeout 240 bash jobs/gpu/cuda_suite.sh | tail -20  # writes $OUT/cuda_suite.txt and .xml
 timeout 90 python3 jobs/gpu/recipe_mlp_probe.py bf16 sim:fp8_tensorwise sim:nvfp4 > $OUT/mlp_probe.txt 2>&1
 echo "mlp probe rc=$? $(( $(date +%s) - T0 )) s"; grep "^## " $OUT/mlp_probe.txt
 timeout $(( 565 - $(date +%s) + T0 )) python3 benchmarks/packing.py --preset llama-20m --formats bf16,sim:E4M3 \

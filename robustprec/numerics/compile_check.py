@@ -74,17 +74,17 @@ def compiled_gradient_error(
 ) -> float:
     """The probe's largest ‖compiled − eager‖ over its weight gradients, relative to ‖eager‖ (finite entries). A
     norm, not the largest entry: on CUDA, Inductor's float32 ops may flip an FP4 rounding, which moved single
-    entries by 4–8% of the largest gradient (nvfp4, H200). `prepare`
-    converts a fresh probe in place and returns the module to call (e.g. a backend's `wrap`). Dynamo's state is
-    reset first: past its per-frame recompile limit (8 earlier probes of other configurations in this process) it
-    would run the probe eagerly, and the check would pass whatever the compiler does."""
+    entries by 4–8% of the largest gradient (nvfp4, H200). `prepare` converts a fresh probe in place and returns
+    the module to call (e.g. a backend's `wrap`). Raises `ProbeCompileError` if the compiler cannot build the
+    probe. Dynamo's state is reset first: past its per-frame recompile limit (8 earlier probes of other
+    configurations in this process) it would run the probe eagerly, and the check would pass whatever the
+    compiler does."""
     torch._dynamo.reset()
     eager = _weight_grads(prepare, device, None)
     try:
         compiled = _weight_grads(prepare, device, compiler)
-    except (
-        Exception
-    ) as e:  # eager ran: what fails now is the compiler's, the forward's or the lazy backward's
+    # eager ran: what fails now is the compiler's, building the forward or (lazily) the backward
+    except Exception as e:
         raise ProbeCompileError(_last_line(e)) from e
     return max(_relative(c, e) for c, e in zip(compiled, eager, strict=True))
 

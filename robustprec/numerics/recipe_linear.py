@@ -60,9 +60,9 @@ _COUNT_COLS = 5  # overflow, underflow, elements, clamped scales, blocks
 def rht(x: Tensor) -> Tensor:
     """TE's 16×16 random Hadamard transform of each 16 consecutive values of `x` (last dim a multiple of 16):
     ``x_16 @ (diag(RHT_SIGNS) · H16 / 4)``, H16 Sylvester's. The fast Walsh–Hadamard butterfly, one ±-stage per
-    bit of the index: elementwise ops that fuse into the quantizer's kernel (a 16-wide matmul ran as a float32
-    FFMA GEMM on an H200, 0.54 ms of nvfp4's 4.8 ms per gpt2 MLP step). Exact where the float32 partial sums
-    are, as a float32 GEMM is; the order of the sums may differ from it."""
+    bit of the index, in elementwise ops (a 16-wide matmul ran as float32 FFMA GEMMs on an H200, 0.54 ms of
+    nvfp4's 4.8 ms per gpt2 MLP step; the butterfly's stages ran as three unfused kernels, 0.50 ms, in s9_2).
+    Exact where the float32 partial sums are, as a float32 GEMM is; the order of the sums may differ from it."""
     signs = torch.tensor(RHT_SIGNS, dtype=x.dtype, device=x.device)
     y = (x.reshape(-1, 16) * signs).reshape(-1, 2, 2, 2, 2)
     for dim in range(1, 5):
