@@ -279,7 +279,47 @@ def test_fp8_tensorwise_operands_are_torchaos_on_cuda() -> None:
         t = (x * scale).to(DEV)
         ref = hp_tensor_to_float8_dynamic(t, dtype, LinearMMConfig())
         plan = recipe_plan(spec)
-        for quantizer in (recipe_operand, torch.compile(recipe_operand, fullgraph=True)):
+        torch._dynamo.reset()  # one graph per spec: a recompile would make the plan's ints symbolic
+        for quantizer in (recipe_operand, torch.compile(recipe_operand, fullgraph=True, dynamic=False)):
             vals, post, _ = quantizer(t, plan)
             assert torch.equal(vals, ref._data.float()), spec
             assert torch.equal(post.expand(t.shape[0], 1), (1 / ref._scale).expand(t.shape[0], 1)), spec
+
+
+RECIPE_SPECS = [
+    *(f"mxfp4:scale={m}" for m in ("floor", "ceil", "even", "rceil")), "mxfp8", "mxfp8_e5m2", "mxfp6_e2m3",
+    "mxfp6_e3m2", "nvfp4", "fp8_block", "fp8_block:pow2=true", "fp8_tensorwise", "fp8_rowwise",
+]  # fmt: skip
+
+
+def test_recipe_operands_compiled_equal_eager_equal_cpu() -> None:
+    """Every recipe's GEMM operand (values, output factors, counters) in one compiled graph: Triton = CUDA eager =
+    CPU, bit for bit, round-to-nearest and stochastic (the recipes' own element rounding)."""
+    from robustprec.numerics.recipes import recipe_operand, recipe_plan
+
+    cases = [(spec, sr) for spec in RECIPE_SPECS for sr in (False, True)]
+    plans = {(spec, sr): recipe_plan(spec, sr) for spec, sr in cases}
+    gen = torch.Generator().manual_seed(5)
+    x = torch.randn(512, 256, generator=gen) * torch.exp(2 * torch.randn(512, 256, generator=gen))
+    x[:128, :32] = 0.0  # all-zero blocks of every recipe
+    x[128:256] *= 2.0**-120  # blocks whose scale clamps
+
+    def all_recipes(x: torch.Tensor, key: torch.Tensor) -> list[tuple[torch.Tensor, ...]]:
+        return [recipe_operand(x, plans[c], key + i if c[1] else None, True) for i, c in enumerate(cases)]
+
+    want = all_recipes(x, torch.tensor(7))
+    eager = all_recipes(x.to(DEV), torch.tensor(7, device=DEV))
+    torch._dynamo.reset()
+    compiled = torch.compile(all_recipes, fullgraph=True, dynamic=False)(
+        x.to(DEV), torch.tensor(7, device=DEV)
+    )
+    bad = []
+    for case, w, e, c in zip(cases, want, eager, compiled, strict=True):
+        for name, got in (("CUDA eager", e), ("compiled", c)):
+            same = [a is None and b is None or (a is not None and b is not None and same_bits(a.float().cpu(), b.float()))
+                    for a, b in zip(got, w, strict=True)]  # fmt: skip
+            if not all(same):
+                bad.append(
+                    f"{case}: {name} != CPU in {[n for n, s in zip(('values', 'factors', 'counts'), same) if not s]}"
+                )
+    assert not bad, bad
