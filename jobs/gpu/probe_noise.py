@@ -40,7 +40,10 @@ def main() -> None:
         cells = []
         for a, b in pairs:
             err = max(compile_check._relative(x, y) for x, y in zip(runs[a], runs[b], strict=True))
-            differ = sum(int((compile_check._difference(x, y) > 0).sum()) for x, y in zip(runs[a], runs[b]))
+            differ = sum(
+                int((compile_check._difference(x, y) > 0).sum())
+                for x, y in zip(runs[a], runs[b], strict=True)
+            )
             cells.append(f"{a} vs {b}: {err:.3g} ({differ} entries)")
         print(f"{backend}: " + "; ".join(cells) + f" ({time.perf_counter() - t0:.0f} s)", flush=True)
 
