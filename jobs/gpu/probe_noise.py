@@ -46,6 +46,11 @@ def main() -> None:
             )
             cells.append(f"{a} vs {b}: {err:.3g} ({differ} entries)")
         print(f"{backend}: " + "; ".join(cells) + f" ({time.perf_counter() - t0:.0f} s)", flush=True)
+        for i, (c, e) in enumerate(zip(runs["inductor"], runs["cuda eager"], strict=True)):
+            ratio = (c / e)[e != 0]
+            print(f"  weight {i}: error {compile_check._relative(c, e):.3g}, compiled / eager median "
+                  f"{ratio.median().item():.4g}, quartiles {ratio.quantile(0.25).item():.4g} "
+                  f"{ratio.quantile(0.75).item():.4g}", flush=True)  # fmt: skip
 
 
 if __name__ == "__main__":
