@@ -12,8 +12,11 @@ For each format, in one run, both through `robustprec sweep` (the same Ray Tune 
           over the time during which `--per-gpu` trials were stepping at once (`concurrent_rate`), as trials per
           GPU-hour. Start-up (process, imports, CUDA context, compilation) is what separates `packed` from it.
           Blank where the trials never all overlapped (raise --steps).
-Prints a table (with each packed trial's own steady rate, median: on the H200 it exceeded the lone trial's when that
-ran through `robustprec train`); `--json` writes the numbers. The device is whatever `train.device` resolves (`--device`).
+Prints a table (with each packed trial's own steady rate, median: on the H200 in session 9 it exceeded the lone
+trial's when that ran through `robustprec train`), and a second that splits the packed sweep's wall time: before
+its first trial was asked (command start-up, Ray, Tune), the trials (from the first asked to the last step's end)
+and after, with the trials' start-up (asked to first step's end; a trial on a reused actor skips the imports).
+`--json` writes the numbers. The device is whatever `train.device` resolves (`--device`).
 Session 9 replaced a ceiling of per-gpu × each trial's own steady rate, which counted trials whose steady steps
 did not overlap as concurrent (H200: 14× one trial alone).
 """
@@ -48,14 +51,15 @@ def _overrides(args: argparse.Namespace, fmt: str) -> list[str]:
     return [a for k, v in sets.items() for a in ("--set", f"{k}={v}")]
 
 
-def _cli(argv: list[str]) -> float:
-    tic = time.perf_counter()
+def _cli(argv: list[str]) -> tuple[float, float]:
+    """Run `robustprec ARGV`: its (start, end) on the wall clock (the clock of the curves' `time`)."""
+    start = time.time()
     res = subprocess.run(
         [sys.executable, "-m", "robustprec", *argv], cwd=REPO, capture_output=True, text=True
     )
     if res.returncode:
         raise SystemExit(f"robustprec {argv[0]} failed:\n{res.stderr[-3000:]}")
-    return time.perf_counter() - tic
+    return start, time.time()
 
 
 def concurrent_rate(intervals: list[tuple[float, float, float]], at_least: int) -> tuple[float, float] | None:
@@ -82,12 +86,34 @@ def _steady_steps(root: Path, tokens_per_step: int) -> list[tuple[float, float, 
     return out
 
 
+def phases(trials: list[tuple[float, float, float]], start: float, end: float) -> dict[str, float]:
+    """Where a sweep's wall time went, from its trials' (asked, first step's start, last step's end): before the
+    first trial was asked (command start-up, Ray, Tune), from then to the last step's end, and after it."""
+    asked = min(t[0] for t in trials)
+    last = max(t[2] for t in trials)
+    return {"before_first_trial_s": asked - start, "trials_s": last - asked, "after_last_step_s": end - last}
+
+
+def _trial_times(root: Path) -> list[tuple[float, float, float]]:
+    """Each trial's (asked, first step's start, last step's end) on the wall clock."""
+    out = []
+    for run_dir in sorted(p.parent for p in root.glob("trials/*/summary.json")):
+        curve = read_curve(run_dir).to_pylist()
+        startup = json.loads((run_dir / "summary.json").read_text())["startup_s"]
+        out.append(
+            (curve[0]["time"] - startup, curve[0]["time"] - curve[0]["step_time_s"], curve[-1]["time"])
+        )
+    return out
+
+
 def _summaries(root: Path) -> list[dict[str, Any]]:
     return [json.loads(p.read_text()) for p in sorted(root.glob("trials/*/summary.json"))]
 
 
-def _sweep(args: argparse.Namespace, fmt: str, tmp: Path, name: str, trials: int, gpu: float) -> float:
-    """Run a sweep of `trials` seeds of `fmt`; its wall time from the command's start."""
+def _sweep(
+    args: argparse.Namespace, fmt: str, tmp: Path, name: str, trials: int, gpu: float
+) -> tuple[float, float]:
+    """Run a sweep of `trials` seeds of `fmt`; the command's (start, end) on the wall clock."""
     share = f", GPU: {gpu}" if args.device == "cuda" else ""
     sweep = ["--set", f"sweep.seeds={trials}", "--set", f"sweep.formats=[{fmt!r}]", "--set", "sweep.lrs=[1e-3]",
              "--set", f"sweep.resources={{CPU: {args.cpus}{share}}}", "--set", f"sweep.max_concurrent={args.per_gpu}"]  # fmt: skip
@@ -99,8 +125,10 @@ def measure(args: argparse.Namespace, fmt: str, tmp: Path) -> dict[str, Any]:
     tag = "".join(c if c.isalnum() else "-" for c in fmt)
     _sweep(args, fmt, tmp, f"alone-{tag}", 1, 1.0)
     (alone,) = _summaries(tmp / "sweeps" / f"alone-{tag}")
-    wall = _sweep(args, fmt, tmp, f"pack-{tag}", args.trials, 1 / args.per_gpu)
+    start, end = _sweep(args, fmt, tmp, f"pack-{tag}", args.trials, 1 / args.per_gpu)
+    wall = end - start
     done = _summaries(tmp / "sweeps" / f"pack-{tag}")
+    startups = sorted(s["startup_s"] for s in done)
     tokens_per_step = args.seq_len * args.batch
     tokens_per_trial = args.steps * tokens_per_step
     ceiling = concurrent_rate(_steady_steps(tmp / "sweeps" / f"pack-{tag}", tokens_per_step), args.per_gpu)
@@ -113,7 +141,9 @@ def measure(args: argparse.Namespace, fmt: str, tmp: Path) -> dict[str, Any]:
         "packed_tokens_per_s": len(done) * tokens_per_trial / wall,
         "packed_trials_per_gpu_hour": len(done) * 3600 / wall,
         "median_trial_tokens_per_s": statistics.median(s["tokens_per_s"] for s in done),
-        "median_trial_startup_s": statistics.median(s["startup_s"] for s in done),
+        "median_trial_startup_s": statistics.median(startups),
+        "trial_startup_s": startups,
+        **phases(_trial_times(tmp / "sweeps" / f"pack-{tag}"), start, end),
         "ceiling_tokens_per_s": ceiling[0] if ceiling else None,
         "ceiling_overlap_s": ceiling[1] if ceiling else 0.0,
         "ceiling_trials_per_gpu_hour": ceiling[0] * 3600 / tokens_per_trial if ceiling else None,
@@ -137,6 +167,16 @@ def print_table(rows: list[dict[str, Any]]) -> None:
               f"| {r['median_trial_startup_s']:.1f} | {r['median_trial_tokens_per_s']:,.0f} |")  # fmt: skip
 
 
+def print_phases(rows: list[dict[str, Any]]) -> None:
+    print("| format | packed sweep s | before the first trial s | trials s | after the last step s "
+          "| trial start-up s: min, median, max |")  # fmt: skip
+    print("|---|---|---|---|---|---|")
+    for r in rows:
+        s = r["trial_startup_s"]
+        print(f"| {r['format']} | {r['packed_wall_s']:.1f} | {r['before_first_trial_s']:.1f} | {r['trials_s']:.1f} "
+              f"| {r['after_last_step_s']:.1f} | {s[0]:.1f}, {r['median_trial_startup_s']:.1f}, {s[-1]:.1f} |")  # fmt: skip
+
+
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--preset", default="llama-20m")
@@ -158,6 +198,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     print(f"settings: {args.preset}, seq {args.seq_len}, batch {args.batch}, {args.steps} steps, "
           f"{args.trials} trials, {args.per_gpu} per GPU, device {args.device}")  # fmt: skip
     print_table(rows)
+    print()
+    print_phases(rows)
     if args.json:
         Path(args.json).write_text(json.dumps({"settings": vars(args), "rows": rows}, indent=1))
     return rows

@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 
-from benchmarks.packing import concurrent_rate
+from benchmarks.packing import concurrent_rate, phases
 from tests.conftest import REPO
 
 
@@ -48,6 +48,14 @@ def test_trials_that_never_overlap_have_no_concurrent_rate():
     assert concurrent_rate([(0.0, 1.0, 10.0), (0.5, 1.5, 30.0)], 2) == pytest.approx((40.0, 0.5))
 
 
+def test_phases_split_the_sweeps_wall_time():
+    # (asked, first step's start, last step's end): the first asked at 10, the last step ends at 20
+    trials = [(12.0, 13.0, 20.0), (10.0, 11.0, 15.0)]
+    assert phases(trials, start=4.0, end=22.5) == {
+        "before_first_trial_s": 6.0, "trials_s": 10.0, "after_last_step_s": 2.5,
+    }  # fmt: skip
+
+
 @pytest.mark.slow
 def test_packing_benchmark_runs_on_cpu(tmp_path):
     out = tmp_path / "packing.json"
@@ -63,6 +71,11 @@ def test_packing_benchmark_runs_on_cpu(tmp_path):
     # two trials at a time: the ceiling is measured where both stepped together, or reported as missing
     assert row["ceiling_tokens_per_s"] is None or row["ceiling_overlap_s"] > 0
     assert "| fp32 | 2 |" in res.stdout
+    parts = row["before_first_trial_s"] + row["trials_s"] + row["after_last_step_s"]
+    assert min(row["before_first_trial_s"], row["trials_s"], row["after_last_step_s"]) > 0
+    assert parts == pytest.approx(row["packed_wall_s"], abs=1e-6)
+    assert len(row["trial_startup_s"]) == 2
     table = [line for line in res.stdout.splitlines() if line.startswith("|")]
-    # header, rule, row: as many cells each
-    assert len(table) == 3 and len({line.count("|") for line in table}) == 1
+    # two tables of header, rule, row: as many cells each within a table
+    assert len(table) == 6 and len({line.count("|") for line in table[:3]}) == 1
+    assert len({line.count("|") for line in table[3:]}) == 1
