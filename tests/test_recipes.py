@@ -385,3 +385,19 @@ def test_bad_specs_get_one_line_errors(spec: str, shape: tuple[int, ...], messag
         quantize_recipe(torch.zeros(shape), spec)
     assert message in str(err.value)
     assert "\n" not in str(err.value)
+
+
+def test_ceil_log2_is_exact_for_every_kind_of_float32() -> None:
+    # rceil's exponent by integer ops (CUDA's compiled frexp flushes float32 subnormals): against math.frexp on
+    # random positive finite bit patterns, subnormals, powers of two and their neighbours
+    from robustprec.numerics.recipes import _ceil_log2
+
+    rng = np.random.default_rng(3)
+    bits = np.concatenate([
+        rng.integers(1, 0x7F800000, 20_000), rng.integers(1, 0x00800000, 5_000),  # any; subnormal
+        *((np.arange(1, 255, dtype=np.int64) << 23) + d for d in (-1, 0, 1)), [1, 0x007FFFFF, 0x00800000],
+    ]).astype(np.uint32)  # fmt: skip
+    bits = bits[(bits > 0) & (bits < 0x7F800000)]
+    values = bits.view(np.float32)
+    want = [e - 1 if m == 0.5 else e for m, e in map(math.frexp, values.astype(np.float64))]
+    assert _ceil_log2(torch.from_numpy(values)).tolist() == want

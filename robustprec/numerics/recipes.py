@@ -110,13 +110,20 @@ def _finite_nonzero(a: Tensor) -> Tensor:
     return torch.isfinite(a) & (a > 0)
 
 
+def _ceil_log2(d: Tensor) -> Tensor:
+    """Exact ceil(log2(d)) (int32) of positive finite float32 `d`, subnormals included, by integer ops on its
+    float64 bits (where every float32 is normal). Not `torch.frexp`: compiled for CUDA (torch 2.11) it flushes
+    float32 subnormals (libdevice built with FTZ: pytorch/pytorch#195007, fixed by #195041 in 2026-08)."""
+    bits = d.to(torch.float64).view(torch.int64)
+    e = ((bits >> 52) & 0x7FF) - 1023 + ((bits & ((1 << 52) - 1)) != 0).to(torch.int64)
+    return e.to(torch.int32)
+
+
 def _mx_exponent(amax: Tensor, fmt: FloatFormat, mode: str) -> Tensor:
     """Unclamped E8M0 exponent of each block (torchao ScaleCalculationMode; rceil by exact ceiling)."""
     if mode == "rceil":
         descale = amax / fmt.max_normal
-        mant, ex = torch.frexp(descale)  # descale = mant * 2^ex, mant in [0.5, 1)
-        e = ex - (mant == 0.5).to(ex.dtype)  # exact ceil(log2(descale))
-        e = torch.where(descale > 0, e, _E8M0_MIN - 1)
+        e = torch.where(descale > 0, _ceil_log2(descale), _E8M0_MIN - 1)
         return torch.where(torch.isinf(descale), -_E8M0_MIN, e)
     bits = amax.view(torch.int32)
     if mode == "even":  # amax rounded (half up) to the element's mantissa width first
