@@ -5,10 +5,15 @@
 # Sample 3 fresh processes per condition, each with its own Inductor cache directory (its kernels and autotune
 # choices), and keep one right and one wrong directory to diff here: caches disabled; caches on; caches disabled
 # with TORCHINDUCTOR_DETERMINISTIC=1 (no on-device benchmarking), a candidate fix.
+# First, the CUDA recipe-operand test: after s10_2 rceil's exponent comes from the bits, not Inductor's frexp
+# (which flushes float32 subnormals on CUDA); it should now pass for mxfp8 and mxfp8_e5m2.
 # device command: bash jobs/gpu/next_s11_a.sh   (carry [".gpu"]; results in $OUT)
 source .gpu/install.sh > /tmp/install.log 2>&1 || { tail -5 /tmp/install.log; exit 1; }
 export PYTHONPATH=$PWD:$PYTHONPATH PYTHONUNBUFFERED=1 TORCH_CUDA_ARCH_LIST=9.0
 T0=$(date +%s)
+timeout 150 python3 -m pytest tests/test_cuda_numerics.py -m cuda -q -rfE -p no:cacheprovider \
+  -k recipe_operands_compiled > $OUT/recipe_test.txt 2>&1
+echo "recipe test rc=$? $(( $(date +%s) - T0 )) s"; grep -E "^E  |passed|failed" $OUT/recipe_test.txt | head -5
 sample() {  # $1: label, then env assignments
   local label=$1; shift
   for i in 1 2 3; do
