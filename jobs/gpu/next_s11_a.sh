@@ -3,8 +3,8 @@
 # aot_eager = eager always; the wrong gradients were the same numbers each time: 0.0987 of the norm for mxfp8 in
 # s10_2 and s10_5, 0.095 for mxfp4 in s10_1 and s10_5). With every Inductor cache disabled both were wrong (s10_5).
 # Sample 3 fresh processes per condition, each with its own Inductor cache directory (its kernels and autotune
-# choices), and keep one right and one wrong directory to diff here: caches disabled; caches on; caches disabled
-# with TORCHINDUCTOR_DETERMINISTIC=1 (no on-device benchmarking), a candidate fix.
+# choices), and keep one right and one wrong directory to diff here: caches disabled; caches disabled with
+# TORCHINDUCTOR_DETERMINISTIC=1 (no on-device benchmarking), a candidate fix; caches on.
 # First, the CUDA recipe-operand test: after s10_2 rceil's exponent comes from the bits, not Inductor's frexp
 # (which flushes float32 subnormals on CUDA); it should now pass for mxfp8 and mxfp8_e5m2.
 # device command: bash jobs/gpu/next_s11_a.sh   (carry [".gpu"]; results in $OUT)
@@ -26,6 +26,6 @@ sample() {  # $1: label, then env assignments
   done
 }
 sample caches_off TORCHINDUCTOR_FORCE_DISABLE_CACHES=1
-sample caches_on X=1
 sample deterministic TORCHINDUCTOR_FORCE_DISABLE_CACHES=1 TORCHINDUCTOR_DETERMINISTIC=1
+sample caches_on X=1
 ls -la $OUT
