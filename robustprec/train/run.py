@@ -125,12 +125,13 @@ def compile_model(cfg: Config, backend: Backend, model: Transformer, device: tor
 def known_compile_fault(backend: Backend, device: torch.device) -> str | None:
     """A warning where compiling is known to go wrong at times that the probe cannot rule out: MX recipes with the
     bf16 base on CUDA (H200, torch 2.11: wrong in some processes, right in others; docs/recipes.md)."""
-    recipe = getattr(backend, "recipe", None)
-    if device.type != "cuda" or recipe is None or not recipe.name.startswith("mx") or backend.base != "bf16":
+    if device.type != "cuda" or not isinstance(backend, SimBackend) or backend.recipe is None:
+        return None
+    if not backend.recipe.name.startswith("mx") or backend.base != "bf16":
         return None
     return (
         f"train.compile: Inductor compiled {backend.name} with the bf16 base wrong in some processes on an H200 "
-        f"(torch 2.11; the compile probe checks a probe, not this model; docs/recipes.md, 'Known fault'): "
+        "(torch 2.11; the compile probe checks a probe, not this model; docs/recipes.md, 'Known fault'): "
         "set train.compile=false for results you will publish"
     )
 
