@@ -77,13 +77,22 @@ def concurrent_rate(intervals: list[tuple[float, float, float]], at_least: int) 
     return (tokens / seconds, seconds) if seconds > 0 else None
 
 
-def _steady_steps(root: Path, tokens_per_step: int) -> list[tuple[float, float, float]]:
+Trial = tuple[dict[str, Any], list[dict[str, Any]]]  # a trial's summary and its curve's rows
+
+
+def _trials(root: Path) -> list[Trial]:
+    """Each finished trial of the sweep at `root`: its summary and curve, read once."""
+    return [
+        (json.loads(p.read_text()), read_curve(p.parent).to_pylist())
+        for p in sorted(root.glob("trials/*/summary.json"))
+    ]
+
+
+def _steady_steps(trials: list[Trial], tokens_per_step: int) -> list[tuple[float, float, float]]:
     """Every trial's steps after its first as wall-clock intervals with their tokens."""
-    out = []
-    for run_dir in sorted(p.parent for p in root.glob("trials/*/summary.json")):
-        curve = read_curve(run_dir).to_pylist()
-        out += [(r["time"] - r["step_time_s"], r["time"], tokens_per_step) for r in curve[1:]]
-    return out
+    return [
+        (r["time"] - r["step_time_s"], r["time"], tokens_per_step) for _, curve in trials for r in curve[1:]
+    ]
 
 
 def phases(trials: list[tuple[float, float, float]], start: float, end: float) -> dict[str, float]:
@@ -94,20 +103,16 @@ def phases(trials: list[tuple[float, float, float]], start: float, end: float) -
     return {"before_first_trial_s": asked - start, "trials_s": last - asked, "after_last_step_s": end - last}
 
 
-def _trial_times(root: Path) -> list[tuple[float, float, float]]:
+def _trial_times(trials: list[Trial]) -> list[tuple[float, float, float]]:
     """Each trial's (asked, first step's start, last step's end) on the wall clock."""
-    out = []
-    for run_dir in sorted(p.parent for p in root.glob("trials/*/summary.json")):
-        curve = read_curve(run_dir).to_pylist()
-        startup = json.loads((run_dir / "summary.json").read_text())["startup_s"]
-        out.append(
-            (curve[0]["time"] - startup, curve[0]["time"] - curve[0]["step_time_s"], curve[-1]["time"])
+    return [
+        (
+            curve[0]["time"] - summary["startup_s"],
+            curve[0]["time"] - curve[0]["step_time_s"],
+            curve[-1]["time"],
         )
-    return out
-
-
-def _summaries(root: Path) -> list[dict[str, Any]]:
-    return [json.loads(p.read_text()) for p in sorted(root.glob("trials/*/summary.json"))]
+        for summary, curve in trials
+    ]
 
 
 def _sweep(
@@ -124,14 +129,15 @@ def _sweep(
 def measure(args: argparse.Namespace, fmt: str, tmp: Path) -> dict[str, Any]:
     tag = "".join(c if c.isalnum() else "-" for c in fmt)
     _sweep(args, fmt, tmp, f"alone-{tag}", 1, 1.0)
-    (alone,) = _summaries(tmp / "sweeps" / f"alone-{tag}")
+    ((alone, _),) = _trials(tmp / "sweeps" / f"alone-{tag}")
     start, end = _sweep(args, fmt, tmp, f"pack-{tag}", args.trials, 1 / args.per_gpu)
     wall = end - start
-    done = _summaries(tmp / "sweeps" / f"pack-{tag}")
+    packed = _trials(tmp / "sweeps" / f"pack-{tag}")
+    done = [summary for summary, _ in packed]
     startups = sorted(s["startup_s"] for s in done)
     tokens_per_step = args.seq_len * args.batch
     tokens_per_trial = args.steps * tokens_per_step
-    ceiling = concurrent_rate(_steady_steps(tmp / "sweeps" / f"pack-{tag}", tokens_per_step), args.per_gpu)
+    ceiling = concurrent_rate(_steady_steps(packed, tokens_per_step), args.per_gpu)
     return {
         "format": fmt,
         "trials": len(done),
@@ -143,7 +149,7 @@ def measure(args: argparse.Namespace, fmt: str, tmp: Path) -> dict[str, Any]:
         "median_trial_tokens_per_s": statistics.median(s["tokens_per_s"] for s in done),
         "median_trial_startup_s": statistics.median(startups),
         "trial_startup_s": startups,
-        **phases(_trial_times(tmp / "sweeps" / f"pack-{tag}"), start, end),
+        **phases(_trial_times(packed), start, end),
         "ceiling_tokens_per_s": ceiling[0] if ceiling else None,
         "ceiling_overlap_s": ceiling[1] if ceiling else 0.0,
         "ceiling_trials_per_gpu_hour": ceiling[0] * 3600 / tokens_per_trial if ceiling else None,
