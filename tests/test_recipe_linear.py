@@ -159,9 +159,8 @@ def test_tensorwise_backward_reuses_the_forward_copies_and_counts_each_use(spec,
     x[:, :8] *= 1e-6  # underflows in every copy of x
     lin(x.requires_grad_(True)).backward(g)
     st = handle._state
-    raw = (
-        st.counts + st.sink.grad
-    ).tolist()  # every copy's counts, before pop_stats turns them into fractions
+    # every copy's counts, before pop_stats turns them into fractions
+    raw = (st.counts + st.sink.grad).tolist()
     stats = handle.pop_stats()
     r = parse_training_recipe(spec)
     w = lin.weight.detach()

@@ -26,9 +26,8 @@ from robustprec.errors import ConfigError
 
 PROBE_WIDTH = 128  # a multiple of every recipe's block (32 MX, 16 NVFP4, 128 fp8_block)
 PROBE_TOKENS = 2048
-TOLERANCE = (
-    0.05  # relative to the gradient's norm: a flipped rounding moves it by ~1e-2, a broken graph by ~1
-)
+# relative to the gradient's norm: a flipped rounding moves it by ~1e-2, a broken graph by ~1
+TOLERANCE = 0.05
 
 
 class ProbeCompileError(RuntimeError):
@@ -60,9 +59,8 @@ def _weight_grads(
     model = _probe(device)
     run = prepare(model)
     if compiler is not None:
-        model.compile(
-            backend=compiler
-        )  # in place, inside the wrapper: as the trainer compiles its pure model
+        # in place, inside the wrapper: as the trainer compiles its pure model
+        model.compile(backend=compiler)
     gen = torch.Generator().manual_seed(1)
     x = torch.randn(2, PROBE_TOKENS // 2, PROBE_WIDTH, generator=gen).to(device)
     run(x).float().square().mean().backward()
