@@ -387,17 +387,39 @@ def test_bad_specs_get_one_line_errors(spec: str, shape: tuple[int, ...], messag
     assert "\n" not in str(err.value)
 
 
-def test_ceil_log2_is_exact_for_every_kind_of_float32() -> None:
-    # rceil's exponent by integer ops (CUDA's compiled frexp flushes float32 subnormals): against math.frexp on
-    # random positive finite bit patterns, subnormals, powers of two and their neighbours
-    from robustprec.numerics.recipes import _ceil_log2
-
-    rng = np.random.default_rng(3)
+def _positive_float32_kinds(seed: int) -> np.ndarray:
+    """Random positive finite float32 bit patterns, subnormals, powers of two and their neighbours."""
+    rng = np.random.default_rng(seed)
     bits = np.concatenate([
         rng.integers(1, 0x7F800000, 20_000), rng.integers(1, 0x00800000, 5_000),  # any; subnormal
         *((np.arange(1, 255, dtype=np.int64) << 23) + d for d in (-1, 0, 1)), [1, 0x007FFFFF, 0x00800000],
     ]).astype(np.uint32)  # fmt: skip
-    bits = bits[(bits > 0) & (bits < 0x7F800000)]
-    values = bits.view(np.float32)
-    want = [e - 1 if m == 0.5 else e for m, e in map(math.frexp, values.astype(np.float64))]
-    assert _ceil_log2(torch.from_numpy(values)).tolist() == want
+    return bits[(bits > 0) & (bits < 0x7F800000)].view(np.float32)
+
+
+def test_log2_by_bits_is_exact_for_every_kind_of_float32() -> None:
+    # rceil's exponent and pow2 scales by integer ops (CUDA's compiled frexp flushes float32 subnormals): against
+    # math.frexp
+    from robustprec.numerics.recipes import _ceil_log2, _log2_parts
+
+    values = _positive_float32_kinds(3)
+    frexp = [math.frexp(v) for v in values.astype(np.float64)]
+    floor, inexact = _log2_parts(torch.from_numpy(values))
+    assert floor.tolist() == [e - 1 for _, e in frexp]
+    assert inexact.tolist() == [m != 0.5 for m, _ in frexp]
+    assert _ceil_log2(torch.from_numpy(values)).tolist() == [e - 1 if m == 0.5 else e for m, e in frexp]
+
+
+def test_div_rn_is_float32_division() -> None:
+    # the recipes' divisions through float64 (Inductor's CUDA float32 division is approximate): numpy's float32
+    # division is the oracle, by tensors and by the recipes' constant divisors, subnormal quotients included
+    from robustprec.numerics.recipes import _div_rn
+
+    a, b = _positive_float32_kinds(4), np.random.default_rng(5).permutation(_positive_float32_kinds(6))
+    n = min(a.size, b.size)
+    a, b = a[:n], b[:n]
+    with np.errstate(over="ignore", under="ignore"):
+        assert np.array_equal(_div_rn(torch.from_numpy(a), torch.from_numpy(b)).numpy(), a / b)
+        for c in (6.0, 28.0, 448.0, 57344.0, 448.0 * 6):
+            assert np.array_equal(_div_rn(torch.from_numpy(a), c).numpy(), a / np.float32(c)), c
+        assert np.array_equal(_div_rn(1.0, torch.from_numpy(b)).numpy(), np.float32(1.0) / b)

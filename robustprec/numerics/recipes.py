@@ -110,19 +110,34 @@ def _finite_nonzero(a: Tensor) -> Tensor:
     return torch.isfinite(a) & (a > 0)
 
 
-def _ceil_log2(d: Tensor) -> Tensor:
-    """Exact ceil(log2(d)) (int32) of positive finite float32 `d`, subnormals included, by integer ops on its
-    float64 bits (where every float32 is normal). Not `torch.frexp`: compiled for CUDA (torch 2.11) it flushes
-    float32 subnormals (libdevice built with FTZ: pytorch/pytorch#195007, fixed by #195041 in 2026-08)."""
+def _div_rn(a: Tensor | float, b: Tensor | float) -> Tensor:
+    """a / b as float32 division rounds it, on every backend. Compiled for CUDA, Inductor lowers float32 division to
+    Triton's approximate ``div.full`` and division by a constant to a multiplication by its rounded reciprocal; float64
+    division is exact (``div.rn.f64``), and rounding it to float32 equals float32 division (53 >= 2 * 24 + 2 bits).
+    A constant divisor becomes a float64 reciprocal multiplication, still the float32 quotient for an odd part below
+    2^26 (a quotient that is no float32 midpoint lies at least 2^-25 / odd part from one, relatively)."""
+    wide = [t.to(torch.float64) if isinstance(t, Tensor) else float(t) for t in (a, b)]
+    return (wide[0] / wide[1]).to(torch.float32)
+
+
+def _log2_parts(d: Tensor) -> tuple[Tensor, Tensor]:
+    """floor(log2(d)) (int64) of positive finite float32 `d`, subnormals included, and whether d is no power of two,
+    by integer ops on its float64 bits (where every float32 is normal). Not `torch.frexp`: compiled for CUDA (torch
+    2.11) it flushes float32 subnormals (libdevice built with FTZ: pytorch/pytorch#195007, fixed by #195041)."""
     bits = d.to(torch.float64).view(torch.int64)
-    e = ((bits >> 52) & 0x7FF) - 1023 + ((bits & ((1 << 52) - 1)) != 0).to(torch.int64)
-    return e.to(torch.int32)
+    return ((bits >> 52) & 0x7FF) - 1023, (bits & ((1 << 52) - 1)) != 0
+
+
+def _ceil_log2(d: Tensor) -> Tensor:
+    """Exact ceil(log2(d)) (int32) of positive finite float32 `d` (`_log2_parts`)."""
+    floor, inexact = _log2_parts(d)
+    return (floor + inexact.to(torch.int64)).to(torch.int32)
 
 
 def _mx_exponent(amax: Tensor, fmt: FloatFormat, mode: str) -> Tensor:
     """Unclamped E8M0 exponent of each block (torchao ScaleCalculationMode; rceil by exact ceiling)."""
     if mode == "rceil":
-        descale = amax / fmt.max_normal
+        descale = _div_rn(amax, fmt.max_normal)
         e = torch.where(descale > 0, _ceil_log2(descale), _E8M0_MIN - 1)
         return torch.where(torch.isinf(descale), -_E8M0_MIN, e)
     bits = amax.view(torch.int32)
@@ -155,7 +170,7 @@ def _mx(xt: Tensor, p: RecipePlan, stats: bool, key: Tensor | None) -> _Out:
         scaled = xt * torch.where(e == _E8M0_MIN, 1.0, _exp2(-e))
     else:
         e = e_raw.clamp(_E8M0_MIN, -_E8M0_MIN + 1)
-        scaled = xt / _exp2(e.clamp(min=_F32_MIN_NORMAL_EXP))
+        scaled = xt * _exp2(-e.clamp(min=_F32_MIN_NORMAL_EXP))  # = xt / 2^e exactly
     q, counts = quantize_values(scaled, p.plan, key, stats)
     scale = torch.where(torch.isnan(amax), torch.nan, _exp2(e))
     deq = q * scale
@@ -166,12 +181,12 @@ def _nvfp4(xt: Tensor, p: RecipePlan, stats: bool, key: Tensor | None) -> _Out:
     s_fmt, s_plan = p.scale_fmt, p.scale_plan
     assert s_fmt is not None and s_plan is not None
     elem_max = p.fmt.max_normal
-    pts = xt.abs().amax() / (s_fmt.max_normal * elem_max)  # torchao per_tensor_amax_to_scale
+    pts = _div_rn(xt.abs().amax(), s_fmt.max_normal * elem_max)  # torchao per_tensor_amax_to_scale
     pts = torch.where(pts > 0, pts, 1.0)  # all-zero tensor: zeros, not NaN
     amax = _amax(xt)
-    s = (amax / elem_max) / pts
+    s = _div_rn(_div_rn(amax, elem_max), pts)
     s8, _ = quantize_values(s.clamp(s_fmt.min_normal, s_fmt.max_normal), s_plan)
-    q, counts = quantize_values(xt * ((1.0 / pts) / s8), p.plan, key, stats)
+    q, counts = quantize_values(xt * _div_rn(_div_rn(1.0, pts), s8), p.plan, key, stats)
     deq = q * (pts * s8)
     clamped = _finite_nonzero(amax) & ((s < s_fmt.min_normal) | (s > s_fmt.max_normal))
     return _Out(deq, counts, clamped, s8, q * s8, pts.reshape(1, 1, 1, 1, 1))
@@ -188,15 +203,15 @@ def _amax_scale(xt: Tensor, p: RecipePlan, stats: bool, key: Tensor | None) -> _
     if te:
         s = torch.where(torch.isinf(s), torch.finfo(torch.float32).max, s)
     if rule.pow2:
-        _, ex = torch.frexp(s)
-        s = torch.where(s > 0, _exp2(ex - 1), s)
+        s = torch.where(s > 0, _exp2(_log2_parts(s)[0]), s)
     if te:
         s = torch.where(amax == 0, 1.0, s)
     q, counts = quantize_values(xt * s, p.plan, key, stats)
-    inv = 1.0 / s  # the factor a scaled GEMM applies (torch._scaled_mm's scale_a / scale_b)
+    inv = _div_rn(1.0, s)  # the factor a scaled GEMM applies (torch._scaled_mm's scale_a / scale_b)
+    deq = q * inv if te else _div_rn(q, s)
     if rule.pow2:  # a power of two: folded into exact values
-        return _Out(q * inv if te else q / s, counts, clamped, s, q * inv, None)
-    return _Out(q * inv if te else q / s, counts, clamped, s, q, inv)
+        return _Out(deq, counts, clamped, s, q * inv, None)
+    return _Out(deq, counts, clamped, s, q, inv)
 
 
 _SCHEMES = {MXScale: _mx, NVFP4Scale: _nvfp4, AmaxScale: _amax_scale}
