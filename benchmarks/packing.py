@@ -126,6 +126,18 @@ def _sweep(
                  "--name", name, "--storage", str(tmp / "sweeps"), "--overwrite"])  # fmt: skip
 
 
+def startup_medians(trials: list[dict[str, float]], first: int) -> dict[str, dict[str, float]]:
+    """Median of each start-up phase over the first `first` trials asked (started together on idle GPUs) and over
+    the later ones (each started beside running trials); `trials` are the summaries' `startup_phases_s`, in the
+    order the trials were asked for."""
+    groups = {"first": trials[:first], "later": trials[first:]}
+    return {
+        name: {k: statistics.median(t[k] for t in group) for k in group[0]}
+        for name, group in groups.items()
+        if group
+    }
+
+
 def measure(args: argparse.Namespace, fmt: str, tmp: Path) -> dict[str, Any]:
     tag = "".join(c if c.isalnum() else "-" for c in fmt)
     _sweep(args, fmt, tmp, f"alone-{tag}", 1, 1.0)
@@ -134,6 +146,8 @@ def measure(args: argparse.Namespace, fmt: str, tmp: Path) -> dict[str, Any]:
     wall = end - start
     packed = _trials(tmp / "sweeps" / f"pack-{tag}")
     done = [summary for summary, _ in packed]
+    by_ask = sorted(zip(_trial_times(packed), done, strict=True), key=lambda pair: pair[0][0])
+    asked = [summary for _, summary in by_ask]
     startups = sorted(s["startup_s"] for s in done)
     tokens_per_step = args.seq_len * args.batch
     tokens_per_trial = args.steps * tokens_per_step
@@ -149,6 +163,7 @@ def measure(args: argparse.Namespace, fmt: str, tmp: Path) -> dict[str, Any]:
         "median_trial_tokens_per_s": statistics.median(s["tokens_per_s"] for s in done),
         "median_trial_startup_s": statistics.median(startups),
         "trial_startup_s": startups,
+        "startup_phases_s": startup_medians([t["startup_phases_s"] for t in asked], args.per_gpu),
         **phases(_trial_times(packed), start, end),
         "ceiling_tokens_per_s": ceiling[0] if ceiling else None,
         "ceiling_overlap_s": ceiling[1] if ceiling else 0.0,
@@ -183,6 +198,17 @@ def print_phases(rows: list[dict[str, Any]]) -> None:
               f"| {r['after_last_step_s']:.1f} | {s[0]:.1f}, {r['median_trial_startup_s']:.1f}, {s[-1]:.1f} |")  # fmt: skip
 
 
+def print_startup(rows: list[dict[str, Any]]) -> None:
+    """Median start-up phases (s) of the trials started together first and of those started later."""
+    names = list(dict.fromkeys(k for r in rows for g in r["startup_phases_s"].values() for k in g))
+    print("| format | trials | " + " | ".join(n.replace("_", " ") for n in names) + " |")
+    print("|---|---|" + "---|" * len(names))
+    for r in rows:
+        for group, medians in r["startup_phases_s"].items():
+            cells = " | ".join(f"{medians[n]:.2f}" if n in medians else "–" for n in names)
+            print(f"| {r['format']} | {group} | {cells} |")
+
+
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--preset", default="llama-20m")
@@ -206,6 +232,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     print_table(rows)
     print()
     print_phases(rows)
+    print()
+    print_startup(rows)
     if args.json:
         Path(args.json).write_text(json.dumps({"settings": vars(args), "rows": rows}, indent=1))
     return rows

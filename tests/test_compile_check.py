@@ -9,7 +9,7 @@ from robustprec.config import load_config
 from robustprec.errors import ConfigError
 from robustprec.numerics.backends import make_backend
 from robustprec.numerics.compile_check import TOLERANCE, check_compiled_gradients, compiled_gradient_error
-from robustprec.train.run import _check_compiled_gradients, known_compile_fault
+from robustprec.train.run import _check_compiled_gradients
 
 CPU = torch.device("cpu")
 
@@ -124,25 +124,3 @@ def test_inductor_keeps_the_bf16_roundings(backend, gemm_output, base):
     torch._dynamo.reset()
     prepare = lambda m: make_backend(cfg.numerics, CPU).wrap(m, seed=3)  # noqa: E731
     assert compiled_gradient_error(prepare, CPU) == 0.0
-
-
-@pytest.mark.parametrize(
-    ("backend", "base", "device", "warned"),
-    [
-        ("sim:mxfp8", "auto", "cuda", True),  # recipes default to the bf16 base
-        ("sim:mxfp4", "bf16", "cuda", True),
-        ("sim:mxfp8:grad=e5m2", "bf16", "cuda", True),
-        ("sim:mxfp8", "fp32", "cuda", False),
-        ("sim:mxfp8", "bf16", "cpu", False),
-        ("sim:nvfp4", "bf16", "cuda", False),
-        ("sim:E4M3", "bf16", "cuda", False),
-        ("bf16", "auto", "cuda", False),
-    ],
-)
-def test_known_compile_fault_names_mx_recipes_on_cuda_with_the_bf16_base(backend, base, device, warned):
-    cfg = load_config(None, [f"numerics.backend={backend}", f"numerics.base={base}"])
-    be = make_backend(cfg.numerics, torch.device("cpu"))
-    message = known_compile_fault(be, torch.device(device))
-    assert (message is not None) == warned
-    if warned:
-        assert be.name in message and "train.compile=false" in message

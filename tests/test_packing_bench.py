@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 
-from benchmarks.packing import concurrent_rate, phases
+from benchmarks.packing import concurrent_rate, phases, startup_medians
 from tests.conftest import REPO
 
 
@@ -56,6 +56,17 @@ def test_phases_split_the_sweeps_wall_time():
     }  # fmt: skip
 
 
+def test_startup_medians_split_the_first_trials_from_the_later():
+    trials = [
+        {"engine": e, "first_step": f}
+        for e, f in ((1.0, 0.5), (3.0, 0.7), (2.0, 0.6), (9.0, 4.0), (7.0, 2.0))
+    ]
+    assert startup_medians(trials, first=3) == {
+        "first": {"engine": 2.0, "first_step": 0.6}, "later": {"engine": 8.0, "first_step": 3.0},
+    }  # fmt: skip
+    assert startup_medians(trials[:2], first=3) == {"first": {"engine": 2.0, "first_step": 0.6}}
+
+
 @pytest.mark.slow
 def test_packing_benchmark_runs_on_cpu(tmp_path):
     out = tmp_path / "packing.json"
@@ -76,6 +87,9 @@ def test_packing_benchmark_runs_on_cpu(tmp_path):
     assert parts == pytest.approx(row["packed_wall_s"], abs=1e-6)
     assert len(row["trial_startup_s"]) == 2
     table = [line for line in res.stdout.splitlines() if line.startswith("|")]
-    # two tables of header, rule, row: as many cells each within a table
-    assert len(table) == 6 and len({line.count("|") for line in table[:3]}) == 1
-    assert len({line.count("|") for line in table[3:]}) == 1
+    # three tables of header, rule, rows (the start-up table: one row, both trials started together): as many
+    # cells each within a table
+    assert len(table) == 9 and all(
+        len({line.count("|") for line in table[i : i + 3]}) == 1 for i in (0, 3, 6)
+    )
+    assert set(row["startup_phases_s"]) == {"first"} and row["startup_phases_s"]["first"]["engine"] > 0

@@ -5,6 +5,7 @@ import math
 import os
 import subprocess
 import sys
+import time
 
 import pyarrow.parquet as pq
 import pytest
@@ -79,6 +80,19 @@ def test_healthy_run_converges_and_writes_the_run_directory(tmp_path):
     assert summary["final_eval_loss"] == pytest.approx(
         sum(curve["eval_loss"].drop_null().to_pylist()[-3:]) / 3
     )
+
+
+def test_startup_phases_add_up_to_the_startup_time(tmp_path):
+    # the trial was asked for 2 s before the loop was called: the launcher's share
+    cfg = load_config(None, tiny_overrides(**{"train.steps": 3}))
+    summary = train(cfg, tmp_path / "s", origin_time=time.time() - 2.0)
+    phases = summary["startup_phases_s"]
+    setup = ["process_group", "data", "model", "engine"]
+    assert list(phases) == ["before_setup", *setup, "before_first_step", "first_step"]
+    assert sum(phases.values()) == pytest.approx(summary["startup_s"], abs=1e-6)
+    assert 2.0 <= phases["before_setup"] < 2.5 and min(phases.values()) >= 0
+    curve = pq.read_table(tmp_path / "s" / "curve.parquet")
+    assert phases["first_step"] == curve["step_time_s"][0].as_py()
 
 
 def test_same_config_and_seed_gives_identical_curves(tmp_path):
@@ -169,3 +183,6 @@ def test_resume_after_crash_gives_the_uninterrupted_curve(tmp_path):
         assert a[col].to_pylist() == b[col].to_pylist(), col
     sa, sb = (json.loads((tmp_path / d / "summary.json").read_text()) for d in ("full", "r"))
     assert sa["final_eval_loss"] == sb["final_eval_loss"] and sb["status"] == "converged"
+    # the resumed trial keeps its first start's phases (from the checkpoint)
+    assert list(sb["startup_phases_s"]) == list(sa["startup_phases_s"])
+    assert sum(sb["startup_phases_s"].values()) == pytest.approx(sb["startup_s"], abs=1e-6)

@@ -53,8 +53,8 @@ class Curve(Callback):
 
 
 class Throughput(Callback):
-    """Start-up time (from the trial's request to the end of its first step), tokens/s and MFU over the steps
-    after the first (which pays for warm-up and compilation)."""
+    """Start-up time (from the trial's request to the end of its first step) and its phases, tokens/s and MFU over
+    the steps after the first (which pays for warm-up and compilation)."""
 
     name = "throughput"
 
@@ -65,10 +65,12 @@ class Throughput(Callback):
             detect_peak_flops(provenance.device_name("cuda")) if cuda else None
         )
         self.tokens, self.seconds, self.startup_s = 0, 0.0, None
+        self.startup_phases: dict[str, float] | None = None
 
     def on_step(self, run: Run, row: Row) -> None:
         if self.startup_s is None:
             self.startup_s = time.time() - run.origin
+            self.startup_phases = startup_phases(run, self.startup_s, row["step_time_s"])
         if row["step"] > run.start_step:
             self.tokens += run.tokens_per_step
             self.seconds += row["step_time_s"]
@@ -77,6 +79,7 @@ class Throughput(Callback):
         tps = self.tokens / self.seconds if self.seconds > 0 else None
         summary.update(
             startup_s=self.startup_s,
+            startup_phases_s=self.startup_phases,
             tokens_per_s=tps,
             tokens_per_s_per_device=tps / run.world if tps else None,
             mfu=self.flops_per_token * tps / (self.peak * run.world) if (self.peak and tps) else None,
@@ -84,10 +87,28 @@ class Throughput(Callback):
         )
 
     def state_dict(self) -> dict[str, Any]:
-        return {"tokens": self.tokens, "seconds": self.seconds, "startup_s": self.startup_s}
+        return {
+            "tokens": self.tokens,
+            "seconds": self.seconds,
+            "startup_s": self.startup_s,
+            "startup_phases": self.startup_phases,
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.tokens, self.seconds, self.startup_s = state["tokens"], state["seconds"], state["startup_s"]
+        self.startup_phases = state.get("startup_phases")  # absent in checkpoints before session 11
+
+
+def startup_phases(run: Run, startup_s: float, first_step_s: float) -> dict[str, float]:
+    """Where a trial's start-up went: before `setup_run` (the launcher), set-up's phases (`Run.laps`), from set-up
+    to the first step (restore, `on_start`) and the first step; they add up to `startup_s`."""
+    since_setup = time.perf_counter() - run.laps.last
+    return {
+        "before_setup": startup_s - since_setup - (run.laps.last - run.laps.start),
+        **run.laps.seconds,
+        "before_first_step": since_setup - first_step_s,
+        "first_step": first_step_s,
+    }
 
 
 ReportFn = Callable[[Row, Path | None], None]

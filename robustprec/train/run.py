@@ -4,7 +4,6 @@ and `setup_run`, which builds it (data, model, numerics backend, DeepSpeed engin
 from __future__ import annotations
 
 import time
-import warnings
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -28,6 +27,18 @@ from robustprec.train.evaluation import EvalShard, shard_eval_set
 SR_SEED_OFFSET = 7919  # the stochastic-rounding stream is seeded from the init seed plus this
 
 
+class Laps:
+    """Seconds of named phases, each from the end of the one before (the first from construction)."""
+
+    def __init__(self) -> None:
+        self.start = self.last = time.perf_counter()
+        self.seconds: dict[str, float] = {}
+
+    def __call__(self, name: str) -> None:
+        now = time.perf_counter()
+        self.seconds[name], self.last = now - self.last, now
+
+
 @dataclass
 class Run:
     """Shared state of one worker's trial. Callbacks read it; `stop` and `diverged` are how they steer the loop."""
@@ -48,6 +59,7 @@ class Run:
     init_checksum: float  # sum of |parameters| at initialisation (tells init seeds apart)
     origin: float  # wall clock when the trial was asked for (startup_s counts from it)
     t0: float = field(default_factory=time.perf_counter)
+    laps: Laps = field(default_factory=Laps)  # set-up phases (`Throughput` adds the first step's)
     start_step: int = 0
     step: int = -1
     restarts: int = 0
@@ -116,24 +128,7 @@ def compile_model(cfg: Config, backend: Backend, model: Transformer, device: tor
     limit (8) after 8 configurations, and from then on the model ran eagerly (CPU-measured)."""
     torch._dynamo.reset()
     _check_compiled_gradients(cfg, backend, device)
-    caution = known_compile_fault(backend, device)
-    if caution:
-        warnings.warn(caution, stacklevel=2)
     compile_in_place(model, cfg.train.compile_scope)
-
-
-def known_compile_fault(backend: Backend, device: torch.device) -> str | None:
-    """A warning where compiling is known to go wrong at times that the probe cannot rule out: MX recipes with the
-    bf16 base on CUDA (H200, torch 2.11: wrong in some processes, right in others; docs/recipes.md)."""
-    if device.type != "cuda" or not isinstance(backend, SimBackend) or backend.recipe is None:
-        return None
-    if not backend.recipe.name.startswith("mx") or backend.base != "bf16":
-        return None
-    return (
-        f"train.compile: Inductor compiled {backend.name} with the bf16 base wrong in some processes on an H200 "
-        "(torch 2.11; the compile probe checks a probe, not this model; docs/recipes.md, 'Known fault'): "
-        "set train.compile=false for results you will publish"
-    )
 
 
 def _check_compiled_gradients(cfg: Config, backend: Backend, device: torch.device) -> None:
@@ -156,20 +151,25 @@ def setup_run(
     origin: float | None = None,
 ) -> Run:
     """Join the process group, load the data, build the model under its numerics backend and the engine."""
-    t0 = time.perf_counter()
+    laps = Laps()
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     device = device or select_device(cfg.train.device)
     rank, world = init_distributed(device)
+    laps("process_group")
     corpus, stream, eval_rows, spec = _load_data(cfg)
+    laps("data")
     model = build_model(spec, seed=cfg.effective_init_seed)
     checksum = float(sum(p.detach().double().abs().sum() for p in model.parameters()))
     backend = make_backend(cfg.numerics, device)
     wrapped = backend.wrap(model, seed=cfg.effective_init_seed + SR_SEED_OFFSET)
+    laps("model")
     if cfg.train.compile:
         compile_model(cfg, backend, model, device)
+        laps("compile")
     engine = build_engine(wrapped, cfg, world, device, backend)
     backend.attach(engine)
+    laps("engine")
     return Run(
         cfg=cfg,
         out=out,
@@ -186,5 +186,6 @@ def setup_run(
         checkpoint_dir=checkpoint_root or out / "checkpoints",
         init_checksum=checksum,
         origin=time.time() if origin is None else origin,
-        t0=t0,
+        t0=laps.start,
+        laps=laps,
     )
