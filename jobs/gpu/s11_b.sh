@@ -3,7 +3,9 @@
 # disabled (wrong in s10_5's probe), to set the tolerance of a first-step check in the trainer. (2) The packed sweep
 # with trials of 2,000 steps (study-style; s10_1's 400-step trials spent more time starting than stepping) and the
 # new split of its wall time and every trial's start-up.
-# device command: bash jobs/gpu/next_s11_b.sh   (carry [".gpu"]; results in $OUT)
+# As run (s11_3, 2026-11-29): compiled vs eager, all gradients: bf16 0.00179, sim:E4M3:base=bf16 0.00174, sim:mxfp8
+# 0.00479, sim:mxfp8:base=fp32 0.00483 (the fault was 0.099). Packing: 59% of the ceiling; docs/benchmarks.md, session 11.
+# device command: bash jobs/gpu/s11_b.sh   (carry [".gpu"]; results in $OUT)
 source .gpu/install.sh > /tmp/install.log 2>&1 || { tail -5 /tmp/install.log; exit 1; }
 export PYTHONPATH=$PWD:$PYTHONPATH PYTHONUNBUFFERED=1 TORCH_CUDA_ARCH_LIST=9.0
 T0=$(date +%s)
