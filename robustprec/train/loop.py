@@ -182,7 +182,7 @@ def summarize(run: Run, hooks: Callbacks) -> dict[str, Any]:
         "config": cfg.to_dict(),
     }
     hooks.call("on_end", run, summary)
-    summary["wall_time_s"] = time.perf_counter() - run.t0
+    summary["wall_time_s"] = time.perf_counter() - run.laps.start
     if run.is_main:
         write_json(run.out / SUMMARY_FILE, summary)
     return summary

@@ -139,7 +139,7 @@ class Console(Callback):
     def on_start(self, run: Run) -> None:
         if run.is_main:
             print(
-                f"[robustprec] setup {time.perf_counter() - run.t0:.1f} s: {count_parameters(run.model):,} params, "
+                f"[robustprec] setup {time.perf_counter() - run.laps.start:.1f} s: {count_parameters(run.model):,} params, "
                 f"{len(run.corpus):,} tokens ({run.corpus.source}), backend {run.backend.name}, "
                 f"zero {run.cfg.train.zero_stage}, world {run.world}",
                 flush=True,

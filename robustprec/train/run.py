@@ -58,8 +58,7 @@ class Run:
     checkpoint_dir: Path
     init_checksum: float  # sum of |parameters| at initialisation (tells init seeds apart)
     origin: float  # wall clock when the trial was asked for (startup_s counts from it)
-    t0: float = field(default_factory=time.perf_counter)
-    laps: Laps = field(default_factory=Laps)  # set-up phases (`Throughput` adds the first step's)
+    laps: Laps = field(default_factory=Laps)  # set-up's phases; `laps.start` is when set-up began
     start_step: int = 0
     step: int = -1
     restarts: int = 0
@@ -186,6 +185,5 @@ def setup_run(
         checkpoint_dir=checkpoint_root or out / "checkpoints",
         init_checksum=checksum,
         origin=time.time() if origin is None else origin,
-        t0=laps.start,
         laps=laps,
     )
