@@ -85,6 +85,9 @@ def test_packing_benchmark_runs_on_cpu(tmp_path):
     parts = row["before_first_trial_s"] + row["trials_s"] + row["after_last_step_s"]
     assert min(row["before_first_trial_s"], row["trials_s"], row["after_last_step_s"]) > 0
     assert parts == pytest.approx(row["packed_wall_s"], abs=1e-6)
+    # the same tokens over the trials' span alone: a higher rate than over the whole sweep
+    assert row["trials_span_tokens_per_s"] == pytest.approx(2 * 40 * 32 * 4 / row["trials_s"])
+    assert row["trials_span_tokens_per_s"] > row["packed_tokens_per_s"]
     assert len(row["trial_startup_s"]) == 2
     table = [line for line in res.stdout.splitlines() if line.startswith("|")]
     # three tables of header, rule, rows (the start-up table: one row, both trials started together): as many
