@@ -17,9 +17,13 @@ Deliberate differences (docs/recipes.md has the inputs that show them):
 - rceil takes the exact ceiling of log2(amax / max_elem) (Blackwell's ``cvt.rp.satfinite.ue8m0``, Transformer
   Engine); torchao's CPU/eager fallback uses float32 ``ceil(log2(.))``, one too small when amax / max_elem lies one
   ulp above a power of two.
-- ``pow2`` FP8 scales are the exact power of two at or below the scale (frexp, as Transformer Engine); torchao's
-  ``exp2(floor(log2(s)))`` rounds up when s lies one ulp below a power of two.
+- ``pow2`` FP8 scales are the exact power of two at or below the scale (its exponent bits, as Transformer
+  Engine's frexp); torchao's ``exp2(floor(log2(s)))`` rounds up when s lies one ulp below a power of two.
 - nvfp4 on an all-zero tensor returns zeros (torchao: NaN, from 0/0).
+
+Compiled for CUDA, Inductor's ``frexp`` flushes float32 subnormals and its float32 division is approximate
+(docs/recipes.md, "Compiled on CUDA"): exponents come from the bits (`_log2_parts`) and divisions go through
+float64 (`_div_rn`), so compiled = eager = CPU bit for bit.
 """
 
 from __future__ import annotations
