@@ -423,3 +423,14 @@ def test_div_rn_is_float32_division() -> None:
         for c in (6.0, 28.0, 448.0, 57344.0, 448.0 * 6):
             assert np.array_equal(_div_rn(torch.from_numpy(a), c).numpy(), a / np.float32(c)), c
         assert np.array_equal(_div_rn(1.0, torch.from_numpy(b)).numpy(), np.float32(1.0) / b)
+        # the float64 lowerings Inductor uses on CUDA (a times the rounded reciprocal of b) round to the same float32
+        # quotient wherever it is normal (_div_rn's claim)
+        want = a / b
+        normal = np.abs(want) >= np.finfo(np.float32).tiny
+        by_reciprocal = (a.astype(np.float64) * (1.0 / b.astype(np.float64))).astype(np.float32)
+        assert np.array_equal(by_reciprocal[normal], want[normal])
+        for c in (6.0, 28.0, 448.0, 57344.0, 448.0 * 6):
+            want = a / np.float32(c)
+            normal = want >= np.finfo(np.float32).tiny
+            by_reciprocal = (a.astype(np.float64) * (1.0 / c)).astype(np.float32)
+            assert np.array_equal(by_reciprocal[normal], want[normal]), c

@@ -116,10 +116,11 @@ def _finite_nonzero(a: Tensor) -> Tensor:
 
 def _div_rn(a: Tensor | float, b: Tensor | float) -> Tensor:
     """a / b as float32 division rounds it, on every backend. Compiled for CUDA, Inductor lowers float32 division to
-    Triton's approximate ``div.full`` and division by a constant to a multiplication by its rounded reciprocal; float64
-    division is exact (``div.rn.f64``), and rounding it to float32 equals float32 division (53 >= 2 * 24 + 2 bits).
-    A constant divisor becomes a float64 reciprocal multiplication, still the float32 quotient for an odd part below
-    2^26 (a quotient that is no float32 midpoint lies at least 2^-25 / odd part from one, relatively)."""
+    Triton's approximate ``div.full`` and division by a constant to a multiplication by its rounded reciprocal. In
+    float64 instead: the quotient of two float32 numbers is exactly a float32 rounding midpoint never in the normal
+    range, and at least 2^-49 (relatively) from one, so a float64 result within 2^-50 of it (exact division, or a
+    rounded reciprocal times a, the lowerings seen) rounds to the float32 quotient. Not guaranteed: a quotient that
+    is exactly a midpoint between float32 subnormals, divided by a constant (none occurs in the rceil exponent)."""
     wide = [t.to(torch.float64) if isinstance(t, Tensor) else float(t) for t in (a, b)]
     return (wide[0] / wide[1]).to(torch.float32)
 
