@@ -103,6 +103,15 @@ def phases(trials: list[tuple[float, float, float]], start: float, end: float) -
     return {"before_first_trial_s": asked - start, "trials_s": last - asked, "after_last_step_s": end - last}
 
 
+def slot_use(trials: list[tuple[float, float, float]], per_gpu: int) -> dict[str, float]:
+    """How the sweep's `per_gpu` trial slots spent the trials' span (first trial asked to last step), as fractions:
+    stepping, starting (asked to first step) and idle (no trial: Tune between trials, the last wave's tail)."""
+    span = (max(t[2] for t in trials) - min(t[0] for t in trials)) * per_gpu
+    stepping = sum(t[2] - t[1] for t in trials) / span
+    starting = sum(t[1] - t[0] for t in trials) / span
+    return {"stepping": stepping, "starting": starting, "idle": 1.0 - stepping - starting}
+
+
 def _trial_times(trials: list[Trial]) -> list[tuple[float, float, float]]:
     """Each trial's (asked, first step's start, last step's end) on the wall clock."""
     return [
@@ -152,7 +161,8 @@ def measure(args: argparse.Namespace, fmt: str, tmp: Path) -> dict[str, Any]:
     tokens_per_step = args.seq_len * args.batch
     tokens_per_trial = args.steps * tokens_per_step
     ceiling = concurrent_rate(_steady_steps(packed, tokens_per_step), args.per_gpu)
-    split = phases(_trial_times(packed), start, end)
+    times = _trial_times(packed)
+    split = phases(times, start, end)
     return {
         "format": fmt,
         "trials": len(done),
@@ -167,6 +177,7 @@ def measure(args: argparse.Namespace, fmt: str, tmp: Path) -> dict[str, Any]:
         "startup_phases_s": startup_medians([t["startup_phases_s"] for t in asked], args.per_gpu),
         **split,
         "trials_span_tokens_per_s": len(done) * tokens_per_trial / split["trials_s"],
+        "slot_use": slot_use(times, args.per_gpu),
         "ceiling_tokens_per_s": ceiling[0] if ceiling else None,
         "ceiling_overlap_s": ceiling[1] if ceiling else 0.0,
         "ceiling_trials_per_gpu_hour": ceiling[0] * 3600 / tokens_per_trial if ceiling else None,
@@ -191,15 +202,18 @@ def print_table(rows: list[dict[str, Any]]) -> None:
 
 
 def print_phases(rows: list[dict[str, Any]]) -> None:
-    """The packed sweep's wall time split, and its rate over the trials' span alone (from the first trial asked to
-    the last step: a long study pays Ray's and Tune's start once) against the ceiling."""
+    """The packed sweep's wall time split, its rate over the trials' span alone (from the first trial asked to the
+    last step: a long study pays Ray's and Tune's start once) against the ceiling, and how the slots spent it."""
     print("| format | packed sweep s | before the first trial s | trials s | after the last step s "
-          "| tok/s over the trials' span | / ceiling | trial start-up s: min, median, max |")  # fmt: skip
-    print("|---|---|---|---|---|---|---|---|")
+          "| tok/s over the trials' span | / ceiling | slots stepping, starting, idle "
+          "| trial start-up s: min, median, max |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         s, span, c = r["trial_startup_s"], r["trials_span_tokens_per_s"], r["ceiling_tokens_per_s"]
+        use = r["slot_use"]
         print(f"| {r['format']} | {r['packed_wall_s']:.1f} | {r['before_first_trial_s']:.1f} | {r['trials_s']:.1f} "
               f"| {r['after_last_step_s']:.1f} | {span:,.0f} | {f'{span / c:.0%}' if c else '–'} "
+              f"| {use['stepping']:.0%}, {use['starting']:.0%}, {use['idle']:.0%} "
               f"| {s[0]:.1f}, {r['median_trial_startup_s']:.1f}, {s[-1]:.1f} |")  # fmt: skip
 
 

@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 
-from benchmarks.packing import concurrent_rate, phases, startup_medians
+from benchmarks.packing import concurrent_rate, phases, slot_use, startup_medians
 from tests.conftest import REPO
 
 
@@ -56,6 +56,12 @@ def test_phases_split_the_sweeps_wall_time():
     }  # fmt: skip
 
 
+def test_slot_use_splits_the_slots_time():
+    # two slots over the span 10..20 (20 slot-seconds): stepping 4 + 7, starting 1 + 1, the rest idle
+    use = slot_use([(10.0, 11.0, 15.0), (12.0, 13.0, 20.0)], per_gpu=2)
+    assert use == pytest.approx({"stepping": 0.55, "starting": 0.10, "idle": 0.35})
+
+
 def test_startup_medians_split_the_first_trials_from_the_later():
     trials = [
         {"engine": e, "first_step": f}
@@ -88,6 +94,7 @@ def test_packing_benchmark_runs_on_cpu(tmp_path):
     # the same tokens over the trials' span alone: a higher rate than over the whole sweep
     assert row["trials_span_tokens_per_s"] == pytest.approx(2 * 40 * 32 * 4 / row["trials_s"])
     assert row["trials_span_tokens_per_s"] > row["packed_tokens_per_s"]
+    assert sum(row["slot_use"].values()) == pytest.approx(1.0) and row["slot_use"]["stepping"] > 0
     assert len(row["trial_startup_s"]) == 2
     table = [line for line in res.stdout.splitlines() if line.startswith("|")]
     # three tables of header, rule, rows (the start-up table: one row, both trials started together): as many
