@@ -88,7 +88,7 @@ def test_startup_phases_add_up_to_the_startup_time(tmp_path):
     summary = train(cfg, tmp_path / "s", origin_time=time.time() - 2.0)
     phases = summary["startup_phases_s"]
     setup = ["process_group", "data", "model", "engine"]
-    assert list(phases) == ["before_setup", *setup, "before_first_step", "first_step"]
+    assert list(phases) == ["before_setup", *setup, "start", "first_step", "first_step_callbacks"]
     assert sum(phases.values()) == pytest.approx(summary["startup_s"], abs=1e-6)
     assert 2.0 <= phases["before_setup"] < 3.0 and min(phases.values()) >= 0
     curve = pq.read_table(tmp_path / "s" / "curve.parquet")
@@ -186,3 +186,4 @@ def test_resume_after_crash_gives_the_uninterrupted_curve(tmp_path):
     # the resumed trial keeps its first start's phases (from the checkpoint)
     assert list(sb["startup_phases_s"]) == list(sa["startup_phases_s"])
     assert sum(sb["startup_phases_s"].values()) == pytest.approx(sb["startup_s"], abs=1e-6)
+    assert sb["startup_phases_s"]["first_step"] == b["step_time_s"][0].as_py()  # step 0 ran in the crashed process

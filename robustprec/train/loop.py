@@ -69,6 +69,7 @@ def train(
         out.mkdir(parents=True, exist_ok=True)
         write_text(out / CONFIG_FILE, cfg.to_yaml())
     hooks.call("on_start", run)
+    run.laps("start")
     for step in range(run.start_step, cfg.train.steps):
         faults.maybe_fail(step, run.rank)
         run.step = step

@@ -69,8 +69,9 @@ class Throughput(Callback):
 
     def on_step(self, run: Run, row: Row) -> None:
         if self.startup_s is None:
+            clock = time.perf_counter()  # before the wall clock: no phase comes out negative
             self.startup_s = time.time() - run.origin
-            self.startup_phases = startup_phases(run, self.startup_s, row["step_time_s"])
+            self.startup_phases = startup_phases(run, self.startup_s, row["step_time_s"], clock)
         if row["step"] > run.start_step:
             self.tokens += run.tokens_per_step
             self.seconds += row["step_time_s"]
@@ -99,15 +100,17 @@ class Throughput(Callback):
         self.startup_phases = state.get("startup_phases")  # absent in checkpoints before session 11
 
 
-def startup_phases(run: Run, startup_s: float, first_step_s: float) -> dict[str, float]:
-    """Where a trial's start-up went: before `setup_run` (the launcher), set-up's phases (`Run.laps`), from set-up
-    to the first step (restore, `on_start`) and the first step; they add up to `startup_s`."""
-    since_setup = time.perf_counter() - run.laps.last
+def startup_phases(run: Run, startup_s: float, first_step_s: float, clock: float) -> dict[str, float]:
+    """Where a trial's start-up went, adding up to `startup_s` (wall seconds from the request to `clock`, a
+    `perf_counter` reading in the first step's callbacks): before `setup_run` (the launcher), the phases of `Run.laps`
+    (set-up's, then `start`: restore, the record's config, the callbacks' `on_start`), the first step, and the
+    callbacks that ran on it before `Throughput` (the monitors)."""
+    since = clock - run.laps.last
     return {
-        "before_setup": startup_s - since_setup - (run.laps.last - run.laps.start),
+        "before_setup": startup_s - since - (run.laps.last - run.laps.start),
         **run.laps.seconds,
-        "before_first_step": since_setup - first_step_s,
         "first_step": first_step_s,
+        "first_step_callbacks": since - first_step_s,
     }
 
 

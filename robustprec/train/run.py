@@ -58,7 +58,7 @@ class Run:
     checkpoint_dir: Path
     init_checksum: float  # sum of |parameters| at initialisation (tells init seeds apart)
     origin: float  # wall clock when the trial was asked for (startup_s counts from it)
-    laps: Laps = field(default_factory=Laps)  # set-up's phases; `laps.start` is when set-up began
+    laps: Laps = field(default_factory=Laps)  # start-up's phases; `laps.start` is when set-up began
     start_step: int = 0
     step: int = -1
     restarts: int = 0
