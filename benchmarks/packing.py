@@ -105,7 +105,8 @@ def phases(trials: list[tuple[float, float, float]], start: float, end: float) -
 
 def slot_use(trials: list[tuple[float, float, float]], per_gpu: int) -> dict[str, float]:
     """How the sweep's `per_gpu` trial slots spent the trials' span (first trial asked to last step), as fractions:
-    stepping, starting (asked to first step) and idle (no trial: Tune between trials, the last wave's tail)."""
+    stepping (first step's start to last step's end), starting (asked to the first step's start) and idle (the
+    rest: Tune between trials, each trial's final evaluation and exit, the last wave's tail)."""
     span = (max(t[2] for t in trials) - min(t[0] for t in trials)) * per_gpu
     stepping = sum(t[2] - t[1] for t in trials) / span
     starting = sum(t[1] - t[0] for t in trials) / span
@@ -135,11 +136,11 @@ def _sweep(
                  "--name", name, "--storage", str(tmp / "sweeps"), "--overwrite"])  # fmt: skip
 
 
-def startup_medians(trials: list[dict[str, float]], first: int) -> dict[str, dict[str, float]]:
+def startup_medians(trials: list[dict[str, float] | None], first: int) -> dict[str, dict[str, float]]:
     """Median of each start-up phase over the first `first` trials asked (started together on idle GPUs) and over
     the later ones (each started beside running trials); `trials` are the summaries' `startup_phases_s`, in the
-    order the trials were asked for."""
-    groups = {"first": trials[:first], "later": trials[first:]}
+    order the trials were asked for (None, a trial resumed from a checkpoint without them, is left out)."""
+    groups = {"first": [t for t in trials[:first] if t], "later": [t for t in trials[first:] if t]}
     return {
         name: {k: statistics.median(t[k] for t in group) for k in group[0]}
         for name, group in groups.items()
@@ -174,7 +175,7 @@ def measure(args: argparse.Namespace, fmt: str, tmp: Path) -> dict[str, Any]:
         "median_trial_tokens_per_s": statistics.median(s["tokens_per_s"] for s in done),
         "median_trial_startup_s": statistics.median(startups),
         "trial_startup_s": startups,
-        "startup_phases_s": startup_medians([t["startup_phases_s"] for t in asked], args.per_gpu),
+        "startup_phases_s": startup_medians([t.get("startup_phases_s") for t in asked], args.per_gpu),
         **split,
         "trials_span_tokens_per_s": len(done) * tokens_per_trial / split["trials_s"],
         "slot_use": slot_use(times, args.per_gpu),

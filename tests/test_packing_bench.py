@@ -71,6 +71,9 @@ def test_startup_medians_split_the_first_trials_from_the_later():
         "first": {"engine": 2.0, "first_step": 0.6}, "later": {"engine": 8.0, "first_step": 3.0},
     }  # fmt: skip
     assert startup_medians(trials[:2], first=3) == {"first": {"engine": 2.0, "first_step": 0.6}}
+    assert startup_medians([None, *trials[1:4]], first=3)["first"] == pytest.approx(
+        {"engine": 2.5, "first_step": 0.65}
+    )
 
 
 @pytest.mark.slow
@@ -94,7 +97,7 @@ def test_packing_benchmark_runs_on_cpu(tmp_path):
     # the same tokens over the trials' span alone: a higher rate than over the whole sweep
     assert row["trials_span_tokens_per_s"] == pytest.approx(2 * 40 * 32 * 4 / row["trials_s"])
     assert row["trials_span_tokens_per_s"] > row["packed_tokens_per_s"]
-    assert sum(row["slot_use"].values()) == pytest.approx(1.0) and row["slot_use"]["stepping"] > 0
+    assert min(row["slot_use"].values()) >= 0 and row["slot_use"]["stepping"] > 0
     assert len(row["trial_startup_s"]) == 2
     table = [line for line in res.stdout.splitlines() if line.startswith("|")]
     # three tables of header, rule, rows (the start-up table: one row, both trials started together): as many

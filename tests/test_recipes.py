@@ -429,8 +429,14 @@ def test_div_rn_is_float32_division() -> None:
         normal = np.abs(want) >= np.finfo(np.float32).tiny
         by_reciprocal = (a.astype(np.float64) * (1.0 / b.astype(np.float64))).astype(np.float32)
         assert np.array_equal(by_reciprocal[normal], want[normal])
-        for c in (6.0, 28.0, 448.0, 57344.0, 448.0 * 6):
-            want = a / np.float32(c)
-            normal = want >= np.finfo(np.float32).tiny
-            by_reciprocal = (a.astype(np.float64) * (1.0 / c)).astype(np.float32)
-            assert np.array_equal(by_reciprocal[normal], want[normal]), c
+
+
+def test_float64_reciprocal_lowerings_round_to_the_float32_quotient_for_every_significand() -> None:
+    # _div_rn's claim for the constants the recipes divide by and into, exhaustively: every float32 significand (the
+    # binade [1, 2); other binades scale the normal quotients by powers of two), a / c and c / a lowered as Inductor
+    # does on CUDA (a float64 multiplication by a rounded float64 reciprocal), against float32 division
+    a = (np.arange(1 << 23, dtype=np.uint32) | np.uint32(0x3F800000)).view(np.float32)
+    wide = a.astype(np.float64)
+    for c in (6.0, 7.5, 28.0, 448.0, 57344.0, 448.0 * 6):
+        assert np.array_equal((wide * (1.0 / c)).astype(np.float32), a / np.float32(c)), c
+        assert np.array_equal((c * (1.0 / wide)).astype(np.float32), np.float32(c) / a), c

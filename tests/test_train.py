@@ -186,4 +186,5 @@ def test_resume_after_crash_gives_the_uninterrupted_curve(tmp_path):
     # the resumed trial keeps its first start's phases (from the checkpoint)
     assert list(sb["startup_phases_s"]) == list(sa["startup_phases_s"])
     assert sum(sb["startup_phases_s"].values()) == pytest.approx(sb["startup_s"], abs=1e-6)
-    assert sb["startup_phases_s"]["first_step"] == b["step_time_s"][0].as_py()  # step 0 ran in the crashed process
+    # step 0 ran in the crashed process, whose phases the checkpoint kept
+    assert sb["startup_phases_s"]["first_step"] == b["step_time_s"][0].as_py()

@@ -120,7 +120,8 @@ def _div_rn(a: Tensor | float, b: Tensor | float) -> Tensor:
     float64 instead: the quotient of two float32 numbers is exactly a float32 rounding midpoint never in the normal
     range, and at least 2^-49 (relatively) from one, so a float64 result within 2^-50 of it (exact division, or a
     rounded reciprocal times a, the lowerings seen) rounds to the float32 quotient. Not guaranteed: a quotient that
-    is exactly a midpoint between float32 subnormals, divided by a constant (none occurs in the rceil exponent)."""
+    is exactly a midpoint between float32 subnormals, divided by a constant (none changes an rceil exponent: such
+    quotients give exponents below -127, which E8M0 clamps to -127)."""
     wide = [t.to(torch.float64) if isinstance(t, Tensor) else float(t) for t in (a, b)]
     return (wide[0] / wide[1]).to(torch.float32)
 
@@ -175,7 +176,8 @@ def _mx(xt: Tensor, p: RecipePlan, stats: bool, key: Tensor | None) -> _Out:
         scaled = xt * torch.where(e == _E8M0_MIN, 1.0, _exp2(-e))
     else:
         e = e_raw.clamp(_E8M0_MIN, -_E8M0_MIN + 1)
-        scaled = xt * _exp2(-e.clamp(min=_F32_MIN_NORMAL_EXP))  # = xt / 2^e exactly
+        # xt / 2^e exactly: 2^-e is exact (a subnormal for e = 127); 2^128 is inf, and x / inf = x * 0
+        scaled = xt * torch.where(e > 127, 0.0, _exp2(-e.clamp(min=_F32_MIN_NORMAL_EXP)))
     q, counts = quantize_values(scaled, p.plan, key, stats)
     scale = torch.where(torch.isnan(amax), torch.nan, _exp2(e))
     deq = q * scale
