@@ -156,13 +156,13 @@ def measure(args: argparse.Namespace, fmt: str, tmp: Path) -> dict[str, Any]:
     wall = end - start
     packed = _trials(tmp / "sweeps" / f"pack-{tag}")
     done = [summary for summary, _ in packed]
-    by_ask = sorted(zip(_trial_times(packed), done, strict=True), key=lambda pair: pair[0][0])
+    times = _trial_times(packed)
+    by_ask = sorted(zip(times, done, strict=True), key=lambda pair: pair[0][0])
     asked = [summary for _, summary in by_ask]
     startups = sorted(s["startup_s"] for s in done)
     tokens_per_step = args.seq_len * args.batch
     tokens_per_trial = args.steps * tokens_per_step
     ceiling = concurrent_rate(_steady_steps(packed, tokens_per_step), args.per_gpu)
-    times = _trial_times(packed)
     split = phases(times, start, end)
     return {
         "format": fmt,

@@ -204,8 +204,8 @@ def _amax_scale(xt: Tensor, p: RecipePlan, stats: bool, key: Tensor | None) -> _
     assert isinstance(rule, AmaxScale)
     amax = _amax(xt)
     te = rule.convention == "te"
-    # float64 division then rounding to float32 equals float32 division (53 >= 2 * 24 + 2 bits)
-    s = (p.fmt.max_normal / amax.to(torch.float64).clamp(min=rule.eps)).to(torch.float32)
+    # amax clamped in float64, as before (eps = 1e-12 is not a float32 number)
+    s = _div_rn(p.fmt.max_normal, amax.to(torch.float64).clamp(min=rule.eps))
     clamped = _finite_nonzero(amax) & ((amax < rule.eps) | torch.isinf(s))
     if te:
         s = torch.where(torch.isinf(s), torch.finfo(torch.float32).max, s)
