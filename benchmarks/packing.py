@@ -36,6 +36,7 @@ from typing import Any
 from robustprec.tracking.store import read_curve
 
 REPO = Path(__file__).resolve().parent.parent
+SMOKE = REPO / "configs" / "smoke.yaml"
 
 
 def _overrides(args: argparse.Namespace, fmt: str) -> list[str]:
@@ -51,15 +52,31 @@ def _overrides(args: argparse.Namespace, fmt: str) -> list[str]:
     return [a for k, v in sets.items() for a in ("--set", f"{k}={v}")]
 
 
-def _cli(argv: list[str]) -> tuple[float, float]:
-    """Run `robustprec ARGV`: its (start, end) on the wall clock (the clock of the curves' `time`)."""
+def _cli(argv: list[str], sweep_dir: Path) -> tuple[float, float]:
+    """Run `robustprec ARGV`: its (start, end) on the wall clock (the clock of the curves' `time`). Trials that
+    ended in error are reported on stderr and left out (their errors, from `sweep_dir`); any other failure exits
+    with the command's output."""
     start = time.time()
     res = subprocess.run(
         [sys.executable, "-m", "robustprec", *argv], cwd=REPO, capture_output=True, text=True
     )
-    if res.returncode:
-        raise SystemExit(f"robustprec {argv[0]} failed:\n{res.stderr[-3000:]}")
-    return start, time.time()
+    end = time.time()
+    errors = trial_errors(sweep_dir)
+    if res.returncode and not errors:
+        raise SystemExit(
+            f"robustprec {argv[0]} failed (rc {res.returncode}):\n{res.stdout[-2000:]}\n{res.stderr[-3000:]}"
+        )
+    for trial, error in errors.items():
+        print(f"warning: trial {trial} ended in error, left out: {error}", file=sys.stderr)
+    return start, end
+
+
+def trial_errors(sweep_dir: Path) -> dict[str, str]:
+    """The error each errored trial of the sweep at `sweep_dir` recorded, by trial id."""
+    return {
+        p.parent.name: str(json.loads(p.read_text()).get("error"))
+        for p in sorted(sweep_dir.glob("trials/*/error.json"))
+    }
 
 
 def concurrent_rate(intervals: list[tuple[float, float, float]], at_least: int) -> tuple[float, float] | None:
@@ -125,15 +142,24 @@ def _trial_times(trials: list[Trial]) -> list[tuple[float, float, float]]:
     ]
 
 
+def sweep_overrides(args: argparse.Namespace, fmt: str, trials: int, gpu: float) -> list[str]:
+    """The `--set` arguments of a sweep of `trials` seeds of `fmt` on `args.preset` (the smoke config's own
+    `sweep.models` would otherwise choose the model), `gpu` of a GPU each."""
+    share = f", GPU: {gpu}" if args.device == "cuda" else ""
+    sweep = {"sweep.seeds": trials, "sweep.formats": f"[{fmt!r}]", "sweep.lrs": "[1e-3]",
+             "sweep.models": f"[{args.preset}]", "sweep.resources": f"{{CPU: {args.cpus}{share}}}",
+             "sweep.max_concurrent": args.per_gpu}  # fmt: skip
+    return [*_overrides(args, fmt), *(a for k, v in sweep.items() for a in ("--set", f"{k}={v}"))]
+
+
 def _sweep(
     args: argparse.Namespace, fmt: str, tmp: Path, name: str, trials: int, gpu: float
 ) -> tuple[float, float]:
     """Run a sweep of `trials` seeds of `fmt`; the command's (start, end) on the wall clock."""
-    share = f", GPU: {gpu}" if args.device == "cuda" else ""
-    sweep = ["--set", f"sweep.seeds={trials}", "--set", f"sweep.formats=[{fmt!r}]", "--set", "sweep.lrs=[1e-3]",
-             "--set", f"sweep.resources={{CPU: {args.cpus}{share}}}", "--set", f"sweep.max_concurrent={args.per_gpu}"]  # fmt: skip
-    return _cli(["sweep", "--config", str(REPO / "configs" / "smoke.yaml"), *_overrides(args, fmt), *sweep,
-                 "--name", name, "--storage", str(tmp / "sweeps"), "--overwrite"])  # fmt: skip
+    storage = tmp / "sweeps"
+    argv = ["sweep", "--config", str(SMOKE), *sweep_overrides(args, fmt, trials, gpu), "--name", name,
+            "--storage", str(storage), "--overwrite"]  # fmt: skip
+    return _cli(argv, storage / name)
 
 
 def startup_medians(trials: list[dict[str, float] | None], first: int) -> dict[str, dict[str, float]]:
@@ -167,6 +193,7 @@ def measure(args: argparse.Namespace, fmt: str, tmp: Path) -> dict[str, Any]:
     return {
         "format": fmt,
         "trials": len(done),
+        "errored_trials": trial_errors(tmp / "sweeps" / f"pack-{tag}"),
         "alone_tokens_per_s": alone["tokens_per_s"],
         "alone_startup_s": alone["startup_s"],
         "packed_wall_s": wall,
@@ -229,7 +256,7 @@ def print_startup(rows: list[dict[str, Any]]) -> None:
             print(f"| {r['format']} | {group} | {cells} |")
 
 
-def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
+def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--preset", default="llama-20m")
     ap.add_argument("--formats", default="bf16,sim:E4M3")
@@ -243,7 +270,11 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     ap.add_argument("--data", default="")
     ap.add_argument("--out", default="", help="keep the runs here (default: a temporary folder)")
     ap.add_argument("--json", default="")
-    args = ap.parse_args(argv)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
+    args = parser().parse_args(argv)
     with tempfile.TemporaryDirectory() as scratch:
         root = Path(args.out or scratch)
         rows = [measure(args, fmt, root / fmt.replace(":", "_")) for fmt in args.formats.split(",")]

@@ -403,13 +403,15 @@ def print_sweep_results(outcome: Any, console: Console | None = None) -> None:
 
 
 def print_sweep_header(plan: Any, console: Console | None = None) -> None:
-    """Where the sweep lives and how big it is, before it starts."""
+    """Where the sweep lives, how big it is and the plan's notes, before it starts."""
     console = console or _out
     size = f"{len(plan.trials)} trials"
     if plan.search:
         size = f"adaptive eta_c search of {len(plan.search['conditions'])} condition(s), {size} so far"
     console.print(f"sweep: {plan.name} (plan {plan.fingerprint}, {size})")
     console.print(f"storage: {plan.root}")
+    for note in plan.notes:
+        console.print(f"note: {note}")
 
 
 def print_tracking(info: dict[str, Any], console: Console | None = None) -> None:

@@ -9,7 +9,17 @@ import sys
 import numpy as np
 import pytest
 
-from benchmarks.packing import concurrent_rate, phases, slot_use, startup_medians
+from benchmarks.packing import (
+    SMOKE,
+    concurrent_rate,
+    parser,
+    phases,
+    slot_use,
+    startup_medians,
+    sweep_overrides,
+)
+from robustprec.config import load_config
+from robustprec.sweep.plan import plan_sweep
 from tests.conftest import REPO
 
 
@@ -76,6 +86,20 @@ def test_startup_medians_split_the_first_trials_from_the_later():
     )
 
 
+def test_packed_trials_train_the_preset_asked_for(tmp_path):
+    # the smoke config the sweeps start from sweeps its own model (tiny): sessions 10-11 measured tiny trials
+    args = parser().parse_args(["--preset", "nano", "--formats", "bf16", "--per-gpu", "4", "--cpus", "2"])
+    sets = sweep_overrides(args, "sim:E4M3", trials=3, gpu=0.25)
+    assert sets[::2] == ["--set"] * (len(sets) // 2)
+    cfg = load_config(SMOKE, sets[1::2])
+    plan = plan_sweep(cfg, name="pack", root=tmp_path)
+    assert len(plan.trials) == 3
+    assert {(s.cfg.model.preset, s.cfg.numerics.backend, s.cfg.optim.lr) for s in plan.trials} == {
+        ("nano", "sim:E4M3", 1e-3)
+    }
+    assert cfg.sweep.resources == {"CPU": 2.0, "GPU": 0.25} and cfg.sweep.max_concurrent == 4
+
+
 @pytest.mark.slow
 def test_packing_benchmark_runs_on_cpu(tmp_path):
     out = tmp_path / "packing.json"
@@ -88,6 +112,7 @@ def test_packing_benchmark_runs_on_cpu(tmp_path):
     assert res.returncode == 0, res.stderr[-2000:]
     (row,) = json.loads(out.read_text())["rows"]
     assert row["trials"] == 2 and row["alone_tokens_per_s"] > 0 and row["packed_wall_s"] > 0
+    assert row["errored_trials"] == {} and "warning" not in res.stderr
     # two trials at a time: the ceiling is measured where both stepped together, or reported as missing
     assert row["ceiling_tokens_per_s"] is None or row["ceiling_overlap_s"] > 0
     assert "| fp32 | 2 |" in res.stdout

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from rich.console import Console
 
-from robustprec.cli_display import print_plan
+from robustprec.cli_display import print_plan, print_sweep_header
 from robustprec.config import Config, load_config, validate_config
 from robustprec.errors import ConfigError
 from robustprec.sweep.plan import SweepPlan, expand_lrs, parameter_count, plan_sweep
@@ -425,3 +425,28 @@ def test_exclude_values_outside_the_grid_are_ignored_with_a_note(tmp_path):
         ("sim:E4M3", False, s) for s in range(3)
     ]
     assert any("'sim:E5M2' is not a value of numerics.backend" in n for n in plan.notes)
+
+
+def test_a_setting_a_named_axis_replaces_is_noted(tmp_path):
+    # `--set model.preset=nano` on a config that sweeps sweep.models=[tiny] trains tiny: said, not silent
+    plan = plan_sweep(
+        _cfg(sweep__seeds=1, sweep__models=["tiny"], model={"preset": "nano"}, optim={"lr": 0.01},
+             sweep__lrs=[1e-3, 3e-3], numerics={"backend": "bf16"}, sweep__formats=["bf16", "fp32"]),
+        root=tmp_path,
+    )  # fmt: skip
+    assert {t.config["model"]["preset"] for t in plan.trials} == {"tiny"}
+    assert [n.split(" is replaced")[0] for n in plan.notes] == ["model.preset=nano", "optim.lr=0.01"]
+    assert "sweep.models=['tiny']" in plan.notes[0] and "sweep.lrs=[0.001, 0.003]" in plan.notes[1]
+    for show in (print_plan, print_sweep_header):  # the dry run's plan and a real sweep's header
+        buf = io.StringIO()
+        show(plan, Console(file=buf, width=300, color_system=None))
+        assert [line for line in buf.getvalue().splitlines() if line.startswith("note: ")] == [
+            f"note: {n}" for n in plan.notes
+        ]
+    # a value the axis sweeps (within the 0.1% that names a logspace point), or one left at its default: no note
+    quiet = plan_sweep(
+        _cfg(sweep__seeds=1, sweep__models=["tiny", "nano"], model={"preset": "nano"}, optim={"lr": 0.0030001},
+             sweep__lrs=[1e-3, 3e-3], sweep__formats=["bf16", "fp32"]),
+        root=tmp_path,
+    )  # fmt: skip
+    assert quiet.notes == []

@@ -85,6 +85,20 @@ def test_forward_dgrad_wgrad_match_the_float64_oracle(spec: str) -> None:
     )
 
 
+@pytest.mark.parametrize("spec", ["fp8_tensorwise", "fp8_rowwise_gw_hp", "mxfp8", "fp8_block"])
+def test_wgrad_without_an_input_gradient_matches_the_float64_oracle(spec: str) -> None:
+    # no dgrad (a first layer): wgrad quantizes its own copy of g, from g's layout when that gives the same values
+    lin, x, g = _layer(spec)
+    x = x.detach()
+    lin(x).backward(g)
+    r = parse_training_recipe(spec)
+    _check(
+        lin.weight.grad,
+        _q(g.t().contiguous(), r.slot("wgrad", "grad")),
+        _q(x.t().contiguous(), r.slot("wgrad", "act")),
+    )
+
+
 def test_each_gemm_quantizes_its_own_copy() -> None:
     # Blocks along different axes give different copies of the same tensor (FP4: few binades per block), so
     # a simulation reusing the forward copy of W for dgrad would fail the oracle test above.

@@ -221,6 +221,17 @@ def _transposed(q: _Q) -> _Q:
     return q[0].t(), q[1], q[2]
 
 
+def _quantize_transposed(
+    t: Tensor, slot: _Slot | None, base: torch.dtype, key: Tensor | None, i: int, stats: bool
+) -> _Q:
+    """The copy of `t`ᵀ. Where quantizing the transpose gives the transposed copy (no quantization, or
+    `_Slot.transposable`), `t` is quantized in its own layout: a compiled per-tensor amax of a transposed view read
+    it column by column (gpt2 MLP on an H200: 387 µs for a 16,384 × 3,072 gradient, s12_2)."""
+    if slot is None or slot.transposable:
+        return _transposed(_quantize(t, slot, base, key, i, stats))
+    return _quantize(t.t(), slot, base, key, i, stats)
+
+
 class _RecipeLinearFn(torch.autograd.Function):
     @staticmethod
     def forward(
@@ -270,7 +281,7 @@ class _RecipeLinearFn(torch.autograd.Function):
             wt = (
                 _transposed((w_saved, wp, c_w))
                 if reuse_w
-                else _quantize(weight.detach().t(), gm.slots[3], gm.base, key, 3, stats)
+                else _quantize_transposed(weight.detach(), gm.slots[3], gm.base, key, 3, stats)
             )
             dx = gm.output(scaled_mm(gq[0], gq[1], wt[0], wt[1], gm.dgrad, gm.accumulator(2)))
             dx = dx.reshape(*grad_out.shape[:-1], weight.shape[1]).to(x_dtype)
@@ -279,12 +290,12 @@ class _RecipeLinearFn(torch.autograd.Function):
             gt = (
                 _transposed(gq)
                 if reuse_g and gq is not None
-                else _quantize(g_hp.t(), gm.slots[4], gm.base, key, 4, stats)
+                else _quantize_transposed(g_hp, gm.slots[4], gm.base, key, 4, stats)
             )
             xt = (
                 _transposed((x_saved, xp, c_x))
                 if reuse_x
-                else _quantize(x_saved.t(), gm.slots[5], gm.base, key, 5, stats)
+                else _quantize_transposed(x_saved, gm.slots[5], gm.base, key, 5, stats)
             )
             dw = gm.output(scaled_mm(gt[0], gt[1], xt[0], xt[1], gm.wgrad, gm.accumulator(4))).to(w_dtype)
             parts += [(_ROW["grad"], gt[2]), (_ROW["act"], xt[2])]

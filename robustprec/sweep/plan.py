@@ -196,6 +196,23 @@ def _raw_axes(cfg: Config) -> tuple[list[tuple[str, list[Any]]], list[str]]:
     return axes, shown
 
 
+def _replaced_settings(cfg: Config, axes: list[tuple[str, list[Any]]]) -> list[str]:
+    """Notes for settings given explicitly (file or override) that a named sweep axis replaces in every trial:
+    ``--set model.preset=X`` with a config that sweeps `sweep.models` trains the swept models, never X."""
+    given = {PRESET: (cfg.model, "preset"), BACKEND: (cfg.numerics, "backend"), LR: (cfg.optim, "lr")}
+    notes = []
+    for key, values in axes:
+        if key in given:
+            section, field_name = given[key]
+            value = getattr(section, field_name)
+            if field_name in section.model_fields_set and not any(_same_value(v, value) for v in values):
+                notes.append(
+                    f"{key}={value} is replaced by {_NAMED[key]}={values} in every trial; "
+                    f"put it in {_NAMED[key]} to train it"
+                )
+    return notes
+
+
 def _same_value(axis_value: Any, wanted: Any) -> bool:
     """An exclude value names an axis value: equal JSON, equal stripped strings, or numbers within 0.1%
     (so `3e-3` names the `0.0031622...` of a logspace)."""
@@ -619,6 +636,7 @@ def plan_sweep(
     base = cfg.to_dict()
     axes, shown = _raw_axes(cfg)
     rules, notes = _exclusions(cfg.sweep.exclude, axes)
+    notes += _replaced_settings(cfg, axes)
 
     points, values_n = _grid_points(base, axes, rules)
     for (key, _), vals in zip(axes, values_n, strict=True):

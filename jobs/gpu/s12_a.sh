@@ -1,3 +1,6 @@
+# As run in session 12 (s12_1, H200, 517 s): contention probe, then the packed sweep FAILED (one trial errored, its
+# reason not printed; and the sweep trained `tiny`: configs/smoke.yaml sweeps its own sweep.models, which
+# model.preset did not override, so every packing figure of sessions 10-11 was of tiny trials), then the llama row.
 # Prepared in session 11 (issues 13, 14). (0) jobs/gpu/contention_probe.py: one sync, llama-20m's parameters
 # copied one by one and at once, and a trial's start-up phases, with 0 and with 7 busy processes on the GPU
 # (hypothesis: a time-sliced GPU makes every start-up sync wait for the process's next slice). (1) The packed sweep
@@ -5,7 +8,7 @@
 # 8, each beside 7 running trials, in 10.9-17.4 s; every summary now splits its start-up (startup_phases_s) and
 # packing.py prints the medians of the first and the later trials. (2) llama-20m as one graph:
 # sim:E4M3:scaling=tensor (never finished compiling in a call's time so far), bf16 and sim:E4M3 beside it.
-# device command: bash jobs/gpu/next_s12_a.sh   (carry [".gpu"]; results in $OUT)
+# device command: bash jobs/gpu/s12_a.sh   (carry [".gpu"]; results in $OUT)
 source .gpu/install.sh > /tmp/install.log 2>&1 || { tail -5 /tmp/install.log; exit 1; }
 export PYTHONPATH=$PWD:$PYTHONPATH PYTHONUNBUFFERED=1 TORCH_CUDA_ARCH_LIST=9.0
 T0=$(date +%s)
