@@ -95,6 +95,12 @@ def measure(backend: str) -> None:
     print("| kernel | calls / iter | us / iter |\n|---|---|---|")
     for e in events[:TOP]:
         print(f"| {e.key[:90]} | {e.count / 3:.0f} | {getattr(e, key) / 3:.1f} |")
+    rest = events[TOP:]
+    print(f"| {len(rest)} other kernels | {sum(e.count for e in rest) / 3:.0f} "
+          f"| {sum(getattr(e, key) for e in rest) / 3:.1f} |")  # fmt: skip
+    print(
+        f"| all kernels | {sum(e.count for e in events) / 3:.0f} | {sum(getattr(e, key) for e in events) / 3:.1f} |"
+    )
     sys.stdout.flush()
 
 
