@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
@@ -147,3 +150,24 @@ def test_divergence_is_a_result_on_all_ranks(tmp_path, ray_cluster):
     assert result.summary["stopped_early"] and result.summary["steps_completed"] < 30
     steps, _ = losses(spec.out_dir)
     assert steps[-1] == result.summary["steps_completed"] - 1
+
+
+def test_a_minimal_ray_starts_once_without_the_dashboard():
+    # a Ray without ray[default]'s packages (the GPU bundle's): one start without the dashboard, with a warning,
+    # not a failed start with it first (which cost a sweep seconds before its first trial)
+    code = (
+        "import sys, warnings\n"
+        "sys.modules['aiohttp_cors'] = None  # unimportable, as in a minimal Ray\n"
+        "import ray\n"
+        "from robustprec.sweep.trial import ensure_ray\n"
+        "with warnings.catch_warnings(record=True) as caught:\n"
+        "    warnings.simplefilter('always')\n"
+        "    ensure_ray(num_cpus=1)\n"
+        "print('initialized', ray.is_initialized())\n"
+        "print('warned', any('dashboard packages are missing' in str(w.message) for w in caught))\n"
+        "ray.shutdown()\n"
+    )
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "initialized True" in res.stdout and "warned True" in res.stdout
+    assert "dashboard dependencies failed to install" not in res.stderr

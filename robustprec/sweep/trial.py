@@ -183,19 +183,31 @@ def ensure_ray(num_cpus: int | None = None, log_to_driver: bool = True) -> None:
         "log_to_driver": log_to_driver,
         "runtime_env": {"env_vars": {k: os.environ[k] for k in RAY_ENV}},
     }
-    try:
-        # stopped trials leak placement groups without the dashboard (STACK.md)
-        ray.init(include_dashboard=True, **kwargs)
-    except Exception as e:
-        if "missing packages" not in str(e):
-            raise
-        warnings.warn(
-            "Ray's dashboard packages are missing (install ray[default]); running without the dashboard: "
-            "Tune-stopped trials may leak placement groups",
-            stacklevel=2,
-        )
-        ray.shutdown()
-        ray.init(include_dashboard=False, **kwargs)
+    # stopped trials leak placement groups without the dashboard (STACK.md)
+    if _dashboard_missing() is None:
+        try:
+            ray.init(include_dashboard=True, **kwargs)
+            return
+        except Exception as e:
+            if "missing packages" not in str(e):
+                raise
+            ray.shutdown()
+    warnings.warn(
+        "Ray's dashboard packages are missing (install ray[default]); running without the dashboard: "
+        "Tune-stopped trials may leak placement groups",
+        stacklevel=2,
+    )
+    ray.init(include_dashboard=False, **kwargs)
+
+
+def _dashboard_missing() -> ImportError | None:
+    """Why Ray's dashboard cannot start here (a minimal Ray), asked before starting Ray: a start with the dashboard
+    fails only after starting the node, and the second start cost a sweep seconds."""
+    import ray._private.utils as ray_utils
+
+    # a private helper of Ray's; without it the start with the dashboard finds out
+    check = getattr(ray_utils, "get_dashboard_dependency_error", None)
+    return check() if check is not None else None
 
 
 def worker_resources(spec: TrialSpec, use_gpu: bool) -> dict[str, float]:
