@@ -177,7 +177,10 @@ def startup_medians(trials: list[dict[str, float] | None], first: int) -> dict[s
 def measure(args: argparse.Namespace, fmt: str, tmp: Path) -> dict[str, Any]:
     tag = "".join(c if c.isalnum() else "-" for c in fmt)
     _sweep(args, fmt, tmp, f"alone-{tag}", 1, 1.0)
-    ((alone, _),) = _trials(tmp / "sweeps" / f"alone-{tag}")
+    finished = _trials(tmp / "sweeps" / f"alone-{tag}")
+    if not finished:
+        raise SystemExit(f"{fmt}: the lone trial ended in error (above); nothing to compare the packed sweep with")
+    ((alone, _),) = finished
     start, end = _sweep(args, fmt, tmp, f"pack-{tag}", args.trials, 1 / args.per_gpu)
     wall = end - start
     packed = _trials(tmp / "sweeps" / f"pack-{tag}")
