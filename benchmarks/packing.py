@@ -179,7 +179,9 @@ def measure(args: argparse.Namespace, fmt: str, tmp: Path) -> dict[str, Any]:
     _sweep(args, fmt, tmp, f"alone-{tag}", 1, 1.0)
     finished = _trials(tmp / "sweeps" / f"alone-{tag}")
     if not finished:
-        raise SystemExit(f"{fmt}: the lone trial ended in error (above); nothing to compare the packed sweep with")
+        raise SystemExit(
+            f"{fmt}: the lone trial ended in error (above); nothing to compare the packed sweep with"
+        )
     ((alone, _),) = finished
     start, end = _sweep(args, fmt, tmp, f"pack-{tag}", args.trials, 1 / args.per_gpu)
     wall = end - start
