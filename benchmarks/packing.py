@@ -187,6 +187,9 @@ def measure(args: argparse.Namespace, fmt: str, tmp: Path) -> dict[str, Any]:
     wall = end - start
     packed = _trials(tmp / "sweeps" / f"pack-{tag}")
     done = [summary for summary, _ in packed]
+    trained = {(t["model"], t["params"]) for t in (alone, *done)}
+    if {m for m, _ in trained} != {args.preset}:
+        raise SystemExit(f"the trials trained {sorted(trained)}, not {args.preset}")
     times = _trial_times(packed)
     by_ask = sorted(zip(times, done, strict=True), key=lambda pair: pair[0][0])
     asked = [summary for _, summary in by_ask]
@@ -197,6 +200,7 @@ def measure(args: argparse.Namespace, fmt: str, tmp: Path) -> dict[str, Any]:
     split = phases(times, start, end)
     return {
         "format": fmt,
+        "params": alone["params"],
         "trials": len(done),
         "errored_trials": trial_errors(tmp / "sweeps" / f"pack-{tag}"),
         "alone_tokens_per_s": alone["tokens_per_s"],
@@ -283,7 +287,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     with tempfile.TemporaryDirectory() as scratch:
         root = Path(args.out or scratch)
         rows = [measure(args, fmt, root / fmt.replace(":", "_")) for fmt in args.formats.split(",")]
-    print(f"settings: {args.preset}, seq {args.seq_len}, batch {args.batch}, {args.steps} steps, "
+    params = ", ".join(sorted({f"{r['params']:,}" for r in rows}))
+    print(f"settings: {args.preset} ({params} parameters), seq {args.seq_len}, batch {args.batch}, {args.steps} steps, "
           f"{args.trials} trials, {args.per_gpu} per GPU, device {args.device}")  # fmt: skip
     print_table(rows)
     print()

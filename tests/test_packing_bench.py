@@ -19,7 +19,8 @@ from benchmarks.packing import (
     sweep_overrides,
 )
 from robustprec.config import load_config
-from robustprec.sweep.plan import plan_sweep
+from robustprec.model.presets import resolve_spec
+from robustprec.sweep.plan import parameter_count, plan_sweep
 from tests.conftest import REPO
 
 
@@ -113,6 +114,11 @@ def test_packing_benchmark_runs_on_cpu(tmp_path):
     (row,) = json.loads(out.read_text())["rows"]
     assert row["trials"] == 2 and row["alone_tokens_per_s"] > 0 and row["packed_wall_s"] > 0
     assert row["errored_trials"] == {} and "warning" not in res.stderr
+    # the model the trials trained, checked against the preset and printed
+    assert row["params"] == parameter_count(
+        resolve_spec(load_config(SMOKE, ["model.preset=tiny"]).model, 256, 32)
+    )
+    assert f"settings: tiny ({row['params']:,} parameters)" in res.stdout
     # two trials at a time: the ceiling is measured where both stepped together, or reported as missing
     assert row["ceiling_tokens_per_s"] is None or row["ceiling_overlap_s"] > 0
     assert "| fp32 | 2 |" in res.stdout
