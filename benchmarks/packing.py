@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import statistics
 import subprocess
 import sys
@@ -157,6 +158,7 @@ def _sweep(
 ) -> tuple[float, float]:
     """Run a sweep of `trials` seeds of `fmt`; the command's (start, end) on the wall clock."""
     storage = tmp / "sweeps"
+    shutil.rmtree(storage / name, ignore_errors=True)  # no earlier run's records (errors) under this name
     argv = ["sweep", "--config", str(SMOKE), *sweep_overrides(args, fmt, trials, gpu), "--name", name,
             "--storage", str(storage), "--overwrite"]  # fmt: skip
     return _cli(argv, storage / name)

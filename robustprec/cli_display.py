@@ -216,7 +216,7 @@ def print_plan(plan: Any, console: Console | None = None) -> None:
     else:
         console.print(f"sweep {plan.name}: adaptive eta_c search -> {plan.root}")
     for note in plan.notes:
-        console.print(f"note: {note}")
+        console.print(f"note: {note}", markup=False)
     if plan.search:
         print_search_plan(plan, console)
 
@@ -411,7 +411,7 @@ def print_sweep_header(plan: Any, console: Console | None = None) -> None:
     console.print(f"sweep: {plan.name} (plan {plan.fingerprint}, {size})")
     console.print(f"storage: {plan.root}")
     for note in plan.notes:
-        console.print(f"note: {note}")
+        console.print(f"note: {note}", markup=False)
 
 
 def print_tracking(info: dict[str, Any], console: Console | None = None) -> None:

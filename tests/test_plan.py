@@ -436,7 +436,7 @@ def test_a_setting_a_named_axis_replaces_is_noted(tmp_path):
     )  # fmt: skip
     assert {t.config["model"]["preset"] for t in plan.trials} == {"tiny"}
     assert [n.split(" is replaced")[0] for n in plan.notes] == ["model.preset=nano", "optim.lr=0.01"]
-    assert "sweep.models=['tiny']" in plan.notes[0] and "sweep.lrs=[0.001, 0.003]" in plan.notes[1]
+    assert "sweep.models=[tiny]" in plan.notes[0] and "sweep.lrs=[0.001, 0.003]" in plan.notes[1]
     for show in (print_plan, print_sweep_header):  # the dry run's plan and a real sweep's header
         buf = io.StringIO()
         show(plan, Console(file=buf, width=300, color_system=None))

@@ -99,6 +99,34 @@ def test_wgrad_without_an_input_gradient_matches_the_float64_oracle(spec: str) -
     )
 
 
+_INT = {torch.float32: torch.int32, torch.bfloat16: torch.int16, torch.float64: torch.int64}
+
+
+@pytest.mark.parametrize("base", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize(("spec", "slots"), [("fp8_tensorwise", 6), ("fp8_tensorwise:pow2=true", 6),
+                                             ("fp8_rowwise_gw_hp", 3)])  # fmt: skip
+def test_a_transposable_copy_is_the_copy_of_the_transpose_bit_for_bit(spec, slots, base) -> None:
+    # backward quantizes such a copy (one scale, no random bits, or none) in the tensor's own layout and transposes
+    # it: the same values, factors and counts as quantizing the transpose, extremes included (huge, subnormal, 0)
+    from robustprec.numerics.recipe_linear import _gemms, _quantize, _quantize_transposed
+
+    t = _heavy(T, OUT, seed=7)
+    t[0, :3] = torch.tensor([3e38, 1e-40, 0.0])
+    t = t.to(base)
+    checked = 0
+    for i, slot in enumerate(_gemms(parse_training_recipe(spec), base, "fp32").slots):
+        if slot is None or slot.transposable:
+            new = _quantize_transposed(t, slot, base, None, i, True)
+            old = _quantize(t.t(), slot, base, None, i, True)
+            for a, b in zip(new, old, strict=True):
+                assert (a is None) == (b is None)
+                if a is not None:
+                    assert a.shape == b.shape and a.dtype == b.dtype
+                    assert torch.equal(a.contiguous().view(_INT[a.dtype]), b.contiguous().view(_INT[b.dtype]))
+            checked += 1
+    assert checked == slots
+
+
 def test_each_gemm_quantizes_its_own_copy() -> None:
     # Blocks along different axes give different copies of the same tensor (FP4: few binades per block), so
     # a simulation reusing the forward copy of W for dgrad would fail the oracle test above.

@@ -206,11 +206,16 @@ def _replaced_settings(cfg: Config, axes: list[tuple[str, list[Any]]]) -> list[s
             section, field_name = given[key]
             value = getattr(section, field_name)
             if field_name in section.model_fields_set and not any(_same_value(v, value) for v in values):
+                shown = ", ".join(_brief(v) for v in values)
                 notes.append(
-                    f"{key}={value} is replaced by {_NAMED[key]}={values} in every trial; "
+                    f"{key}={_brief(value)} is replaced by {_NAMED[key]}=[{shown}] in every trial; "
                     f"put it in {_NAMED[key]} to train it"
                 )
     return notes
+
+
+def _brief(value: Any) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 def _same_value(axis_value: Any, wanted: Any) -> bool:

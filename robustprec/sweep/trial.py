@@ -183,8 +183,8 @@ def ensure_ray(num_cpus: int | None = None, log_to_driver: bool = True) -> None:
         "log_to_driver": log_to_driver,
         "runtime_env": {"env_vars": {k: os.environ[k] for k in RAY_ENV}},
     }
-    # stopped trials leak placement groups without the dashboard (STACK.md)
-    if _dashboard_missing() is None:
+    # stopped trials leak placement groups without the dashboard (STACK.md); a cluster's own start decides there
+    if os.environ.get("RAY_ADDRESS") or _dashboard_missing() is None:
         try:
             ray.init(include_dashboard=True, **kwargs)
             return
@@ -205,9 +205,12 @@ def _dashboard_missing() -> ImportError | None:
     fails only after starting the node, and the second start cost a sweep seconds."""
     import ray._private.utils as ray_utils
 
-    # a private helper of Ray's; without it the start with the dashboard finds out
+    # a private helper of Ray's; without it (or if it fails) the start with the dashboard finds out
     check = getattr(ray_utils, "get_dashboard_dependency_error", None)
-    return check() if check is not None else None
+    try:
+        return check() if check is not None else None
+    except Exception:
+        return None
 
 
 def worker_resources(spec: TrialSpec, use_gpu: bool) -> dict[str, float]:
