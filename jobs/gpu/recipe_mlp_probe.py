@@ -4,6 +4,7 @@ ms per fwd+bwd (median of 20, synced) and the top kernels of 3 profiled iteratio
 
     python3 jobs/gpu/recipe_mlp_probe.py bf16 sim:E4M3 sim:mxfp8 sim:nvfp4 sim:fp8_tensorwise
     python3 jobs/gpu/recipe_mlp_probe.py --size 4096,512,1024 bf16 sim:fp8_tensorwise   # TOKENS,D,FF (CPU)
+    python3 jobs/gpu/recipe_mlp_probe.py --inductor aggressive_fusion=True bf16 sim:mxfp8  # Inductor settings
 """
 
 from __future__ import annotations
@@ -104,9 +105,29 @@ def measure(backend: str) -> None:
     sys.stdout.flush()
 
 
+def set_inductor(settings: str) -> None:
+    """Inductor config values, ``key=value`` (dotted keys, Python literals) separated by commas."""
+    import ast
+
+    import torch._inductor.config as config
+
+    for item in settings.split(","):
+        key, value = item.split("=", 1)
+        *path, leaf = key.strip().split(".")
+        node = config
+        for part in path:
+            node = getattr(node, part)
+        getattr(node, leaf)  # an unknown key fails here, not silently
+        setattr(node, leaf, ast.literal_eval(value.strip()))
+
+
 if __name__ == "__main__":
-    if len(sys.argv) > 2 and sys.argv[1] == "--size":
-        TOKENS, D, FF = (int(v) for v in sys.argv[2].split(","))
+    while len(sys.argv) > 2 and sys.argv[1] in ("--size", "--inductor"):
+        if sys.argv[1] == "--size":
+            TOKENS, D, FF = (int(v) for v in sys.argv[2].split(","))
+        else:
+            set_inductor(sys.argv[2])
+            print(f"inductor: {sys.argv[2]}")
         del sys.argv[1:3]
     print(f"{torch.cuda.get_device_name() if DEV.type == 'cuda' else 'cpu'}, torch {torch.__version__}, "
           f"tokens {TOKENS}, {D} -> {FF} -> {D}")  # fmt: skip
