@@ -190,6 +190,14 @@ class TrainConfig(_Strict):
             "25 s, over 190 s as one graph); fusion stops at block boundaries"
         ),
     )
+    compile_options: dict[str, Any] = Field(
+        default_factory=dict,
+        description=(
+            "with train.compile: Inductor options (torch.compile(options=...); keys of torch._inductor.config, "
+            "dotted for sub-configs), for the model and the compiled-gradient probe alike, e.g. "
+            "{realize_opcount_threshold: 1000}"
+        ),
+    )
     peak_flops: float | None = Field(
         default=None, gt=0, description="per device, for MFU; auto-detected on H100/H200"
     )

@@ -18,6 +18,7 @@ tokens (``PassManager::run failed``, counters off or 2048 tokens built), so the 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import nn
@@ -54,13 +55,16 @@ def _probe(device: torch.device) -> nn.Module:
 
 
 def _weight_grads(
-    prepare: Callable[[nn.Module], nn.Module], device: torch.device, compiler: str | Callable | None
+    prepare: Callable[[nn.Module], nn.Module],
+    device: torch.device,
+    compiler: str | Callable | None,
+    options: dict[str, Any] | None = None,
 ) -> list[torch.Tensor]:
     model = _probe(device)
     run = prepare(model)
     if compiler is not None:
         # in place, inside the wrapper: as the trainer compiles its pure model
-        model.compile(backend=compiler)
+        model.compile(backend=compiler, **({"options": options} if options else {}))
     gen = torch.Generator().manual_seed(1)
     x = torch.randn(2, PROBE_TOKENS // 2, PROBE_WIDTH, generator=gen).to(device)
     run(x).float().square().mean().backward()
@@ -68,7 +72,10 @@ def _weight_grads(
 
 
 def compiled_gradient_error(
-    prepare: Callable[[nn.Module], nn.Module], device: torch.device, compiler: str | Callable = "inductor"
+    prepare: Callable[[nn.Module], nn.Module],
+    device: torch.device,
+    compiler: str | Callable = "inductor",
+    options: dict[str, Any] | None = None,
 ) -> float:
     """The probe's largest ‖compiled − eager‖ over its weight gradients, relative to ‖eager‖ (finite entries). A
     norm, not the largest entry: on CUDA, Inductor's float32 ops may flip an FP4 rounding, which moved single
@@ -80,7 +87,7 @@ def compiled_gradient_error(
     torch._dynamo.reset()
     eager = _weight_grads(prepare, device, None)
     try:
-        compiled = _weight_grads(prepare, device, compiler)
+        compiled = _weight_grads(prepare, device, compiler, options)
     # eager ran: what fails now is the compiler's, building the forward or (lazily) the backward
     except Exception as e:
         raise ProbeCompileError(_last_line(e)) from e
@@ -112,10 +119,12 @@ def check_compiled_gradients(
     device: torch.device,
     what: str,
     compiler: str | Callable = "inductor",
+    options: dict[str, Any] | None = None,
 ) -> None:
-    """Raise ConfigError if compiling changes the probe's gradients beyond `TOLERANCE`, or fails."""
+    """Raise ConfigError if compiling (with Inductor `options`) changes the probe's gradients beyond `TOLERANCE`,
+    or fails."""
     try:
-        err = compiled_gradient_error(prepare, device, compiler)
+        err = compiled_gradient_error(prepare, device, compiler, options)
     except ProbeCompileError as e:
         raise ConfigError(
             f"train.compile: torch {torch.__version__} cannot compile {what} on {device.type} ({e}); "

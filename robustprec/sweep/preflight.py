@@ -77,11 +77,35 @@ def check_recipe_shapes(cfg: Config) -> None:
         )
 
 
+def check_compile_options(cfg: Config) -> None:
+    """`train.compile_options` need `train.compile` and must name Inductor options (torch._inductor.config)."""
+    options = cfg.train.compile_options
+    if not options:
+        return
+    if not cfg.train.compile:
+        raise ConfigError("train.compile_options apply to a compiled model only; set train.compile: true")
+    import torch
+    import torch._inductor.config as inductor
+
+    known = inductor.get_config_copy()
+    for key in options:
+        if key not in known:
+            raise ConfigError(
+                f"train.compile_options: {key!r} is not an option of torch {torch.__version__}'s Inductor "
+                "(a name in torch._inductor.config, dotted for sub-configs such as triton.cudagraphs)"
+            )
+
+
 def check_configs(cfgs: Iterable[Config]) -> None:
-    """Backends and corpus of every distinct trial config (each distinct value checked once)."""
+    """Backends, corpus and compile options of every distinct trial config (each distinct value checked once)."""
     backends: set[str] = set()
     corpora: set[str] = set()
+    options: set[str] = set()
     for cfg in cfgs:
+        key = f"{cfg.train.compile}|{sorted(cfg.train.compile_options)}"
+        if key not in options:
+            check_compile_options(cfg)
+            options.add(key)
         shapes = (
             f"{cfg.numerics.model_dump_json()}|{cfg.model.model_dump_json()}|{cfg.train.seq_len}|"
             f"{cfg.train.micro_batch_size}"

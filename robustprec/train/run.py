@@ -109,16 +109,17 @@ def _load_data(cfg: Config) -> tuple[Corpus, BatchStream, np.ndarray, ModelSpec]
     return corpus, stream, eval_sequences(eval_tokens, seq, cfg.train.eval_sequences), spec
 
 
-def compile_in_place(model: Transformer, scope: str) -> None:
+def compile_in_place(model: Transformer, scope: str, options: dict[str, Any] | None = None) -> None:
     """torch.compile the pure model (not the engine: DeepSpeed's forward hooks graph-break, CUDA-measured) in
     place: as one graph (`scope` "model"), or block by block and the head ("blocks": identical blocks reuse one
-    graph; `model.head` is the final norm, logits and loss)."""
+    graph; `model.head` is the final norm, logits and loss). `options`: Inductor's (`train.compile_options`)."""
+    kwargs = {"options": options} if options else {}
     if scope == "blocks":
         for block in model.blocks:
-            block.compile()
-        model.head = torch.compile(model.head)  # type: ignore[method-assign]
+            block.compile(**kwargs)
+        model.head = torch.compile(model.head, **kwargs)  # type: ignore[method-assign]
     else:
-        model.compile()
+        model.compile(**kwargs)
 
 
 def compile_model(cfg: Config, backend: Backend, model: Transformer, device: torch.device) -> None:
@@ -127,7 +128,7 @@ def compile_model(cfg: Config, backend: Backend, model: Transformer, device: tor
     limit (8) after 8 configurations, and from then on the model ran eagerly (CPU-measured)."""
     torch._dynamo.reset()
     _check_compiled_gradients(cfg, backend, device)
-    compile_in_place(model, cfg.train.compile_scope)
+    compile_in_place(model, cfg.train.compile_scope, cfg.train.compile_options)
 
 
 def _check_compiled_gradients(cfg: Config, backend: Backend, device: torch.device) -> None:
@@ -138,7 +139,12 @@ def _check_compiled_gradients(cfg: Config, backend: Backend, device: torch.devic
     probe_cfg = cfg.numerics.model_copy(
         update={"include": ["*"], "exclude": [], "high_precision_layers": HighPrecisionLayers()}
     )
-    check_compiled_gradients(lambda m: make_backend(probe_cfg, device).wrap(m, seed=0), device, backend.name)
+    check_compiled_gradients(
+        lambda m: make_backend(probe_cfg, device).wrap(m, seed=0),
+        device,
+        backend.name,
+        options=cfg.train.compile_options,
+    )
 
 
 def setup_run(
