@@ -40,8 +40,8 @@ REPO = Path(__file__).resolve().parent.parent
 SMOKE = REPO / "configs" / "smoke.yaml"
 
 
-def _overrides(args: argparse.Namespace, fmt: str) -> list[str]:
-    sets = {
+def _settings(args: argparse.Namespace, fmt: str) -> dict[str, Any]:
+    sets: dict[str, Any] = {
         "model.preset": args.preset, "numerics.backend": fmt, "train.steps": args.steps,
         "train.seq_len": args.seq_len, "train.micro_batch_size": args.batch, "train.global_batch_size": args.batch,
         "train.eval_interval": args.steps, "train.eval_sequences": 32, "train.sharpness.sequences": 32,
@@ -50,13 +50,13 @@ def _overrides(args: argparse.Namespace, fmt: str) -> list[str]:
     }  # fmt: skip
     if args.data:
         sets["data.path"] = args.data
-    return [a for k, v in sets.items() for a in ("--set", f"{k}={v}")]
+    return sets
 
 
-def _cli(argv: list[str], sweep_dir: Path) -> tuple[float, float]:
-    """Run `robustprec ARGV`: its (start, end) on the wall clock (the clock of the curves' `time`). Trials that
-    ended in error are reported on stderr and left out (their errors, from `sweep_dir`); any other failure exits
-    with the command's output."""
+def _cli(argv: list[str], sweep_dir: Path) -> tuple[float, float, dict[str, str]]:
+    """Run `robustprec ARGV`: its (start, end) on the wall clock (the clock of the curves' `time`) and the errors of
+    trials that ended in error (`trial_errors` of `sweep_dir`; reported on stderr and left out); any other failure
+    exits with the command's output."""
     start = time.time()
     res = subprocess.run(
         [sys.executable, "-m", "robustprec", *argv], cwd=REPO, capture_output=True, text=True
@@ -69,7 +69,7 @@ def _cli(argv: list[str], sweep_dir: Path) -> tuple[float, float]:
         )
     for trial, error in errors.items():
         print(f"warning: trial {trial} ended in error, left out: {error}", file=sys.stderr)
-    return start, end
+    return start, end, errors
 
 
 def trial_errors(sweep_dir: Path) -> dict[str, str]:
@@ -147,16 +147,16 @@ def sweep_overrides(args: argparse.Namespace, fmt: str, trials: int, gpu: float)
     """The `--set` arguments of a sweep of `trials` seeds of `fmt` on `args.preset` (the smoke config's own
     `sweep.models` would otherwise choose the model), `gpu` of a GPU each."""
     share = f", GPU: {gpu}" if args.device == "cuda" else ""
-    sweep = {"sweep.seeds": trials, "sweep.formats": f"[{fmt!r}]", "sweep.lrs": "[1e-3]",
-             "sweep.models": f"[{args.preset}]", "sweep.resources": f"{{CPU: {args.cpus}{share}}}",
-             "sweep.max_concurrent": args.per_gpu}  # fmt: skip
-    return [*_overrides(args, fmt), *(a for k, v in sweep.items() for a in ("--set", f"{k}={v}"))]
+    sets = {**_settings(args, fmt), "sweep.seeds": trials, "sweep.formats": f"[{fmt!r}]", "sweep.lrs": "[1e-3]",
+            "sweep.models": f"[{args.preset}]", "sweep.resources": f"{{CPU: {args.cpus}{share}}}",
+            "sweep.max_concurrent": args.per_gpu}  # fmt: skip
+    return [a for k, v in sets.items() for a in ("--set", f"{k}={v}")]
 
 
 def _sweep(
     args: argparse.Namespace, fmt: str, tmp: Path, name: str, trials: int, gpu: float
-) -> tuple[float, float]:
-    """Run a sweep of `trials` seeds of `fmt`; the command's (start, end) on the wall clock."""
+) -> tuple[float, float, dict[str, str]]:
+    """Run a sweep of `trials` seeds of `fmt`; the command's (start, end) on the wall clock and its trials' errors."""
     storage = tmp / "sweeps"
     shutil.rmtree(storage / name, ignore_errors=True)  # no earlier run's records (errors) under this name
     argv = ["sweep", "--config", str(SMOKE), *sweep_overrides(args, fmt, trials, gpu), "--name", name,
@@ -185,7 +185,7 @@ def measure(args: argparse.Namespace, fmt: str, tmp: Path) -> dict[str, Any]:
             f"{fmt}: the lone trial ended in error (above); nothing to compare the packed sweep with"
         )
     ((alone, _),) = finished
-    start, end = _sweep(args, fmt, tmp, f"pack-{tag}", args.trials, 1 / args.per_gpu)
+    start, end, errors = _sweep(args, fmt, tmp, f"pack-{tag}", args.trials, 1 / args.per_gpu)
     wall = end - start
     packed = _trials(tmp / "sweeps" / f"pack-{tag}")
     done = [summary for summary, _ in packed]
@@ -204,7 +204,7 @@ def measure(args: argparse.Namespace, fmt: str, tmp: Path) -> dict[str, Any]:
         "format": fmt,
         "params": alone["params"],
         "trials": len(done),
-        "errored_trials": trial_errors(tmp / "sweeps" / f"pack-{tag}"),
+        "errored_trials": errors,
         "alone_tokens_per_s": alone["tokens_per_s"],
         "alone_startup_s": alone["startup_s"],
         "packed_wall_s": wall,
