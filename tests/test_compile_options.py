@@ -49,6 +49,22 @@ def test_options_reach_the_model_and_leave_its_numbers_alone(tmp_path):
     assert traced["final_eval_loss"] == pytest.approx(plain["final_eval_loss"], rel=1e-5)
 
 
+def test_a_model_the_compiler_cannot_build_is_a_config_error_naming_the_compiler(tmp_path):
+    # a real compiler failure: Inductor's C++ compiler is a path that does not exist (no cached graph to reuse)
+    options = {"cpp.cxx": ["/nonexistent/c++"], "fx_graph_cache": False}
+    sets = {
+        "numerics.backend": "fp32",
+        "train.steps": 2,
+        "train.compile": True,
+        "train.compile_options": options,
+    }
+    with pytest.raises(ConfigError) as caught:
+        train(load_config(None, tiny_overrides(**sets)), tmp_path / "run")
+    message = str(caught.value)
+    assert "No working C++ compiler" in message and "train.compile_options" in message
+    assert "\n" not in message and not (tmp_path / "run" / "summary.json").exists()
+
+
 @pytest.mark.parametrize(
     ("sets", "message"),
     [

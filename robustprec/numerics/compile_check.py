@@ -90,7 +90,7 @@ def compiled_gradient_error(
         compiled = _weight_grads(prepare, device, compiler, options)
     # eager ran: what fails now is the compiler's, building the forward or (lazily) the backward
     except Exception as e:
-        raise ProbeCompileError(_last_line(e)) from e
+        raise ProbeCompileError(compiler_message(e)) from e
     return max(_relative(c, e) for c, e in zip(compiled, eager, strict=True))
 
 
@@ -106,7 +106,7 @@ def _difference(c: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
     return torch.where(same, 0.0, (c - e).abs().nan_to_num(nan=torch.inf))
 
 
-def _last_line(e: Exception) -> str:
+def compiler_message(e: BaseException) -> str:
     """The compiler's own last words, without dynamo's advice on verbose logging."""
     lines = [
         x.strip() for x in str(e).splitlines() if x.strip() and not x.startswith("Set TORCHDYNAMO_VERBOSE")

@@ -33,7 +33,7 @@ from robustprec.train.monitors import (
     Sharpness,
 )
 from robustprec.train.reporting import Console, Curve, Throughput
-from robustprec.train.run import Run, setup_run
+from robustprec.train.run import Run, compiler_failures_as_config_errors, setup_run
 from robustprec.train.schedule import lr_at
 
 __all__ = ["CHECKPOINT_DIR", "latest_checkpoint", "to_batch", "train"]
@@ -70,16 +70,17 @@ def train(
         write_text(out / CONFIG_FILE, cfg.to_yaml())
     hooks.call("on_start", run)
     run.laps("start")
-    for step in range(run.start_step, cfg.train.steps):
-        faults.maybe_fail(step, run.rank)
-        run.step = step
-        row = train_step(run, hooks)
-        hooks.call("on_step", run, row)
-        if run.diverged is None and ((step + 1) % cfg.train.eval_interval == 0 or run.is_last(step)):
-            row.update(evaluate(run, hooks))
-        hooks.call("on_step_end", run, row)
-        if run.stop:
-            break
+    with compiler_failures_as_config_errors(cfg):
+        for step in range(run.start_step, cfg.train.steps):
+            faults.maybe_fail(step, run.rank)
+            run.step = step
+            row = train_step(run, hooks)
+            hooks.call("on_step", run, row)
+            if run.diverged is None and ((step + 1) % cfg.train.eval_interval == 0 or run.is_last(step)):
+                row.update(evaluate(run, hooks))
+            hooks.call("on_step_end", run, row)
+            if run.stop:
+                break
     return summarize(run, hooks)
 
 

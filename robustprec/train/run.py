@@ -4,6 +4,8 @@ and `setup_run`, which builds it (data, model, numerics backend, DeepSpeed engin
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -16,11 +18,11 @@ from robustprec.config import Config, HighPrecisionLayers
 from robustprec.data.batches import BatchStream, eval_sequences, split_tokens
 from robustprec.data.corpus import Corpus, load_corpus
 from robustprec.data.tokenizer import load_tokenizer
-from robustprec.errors import RobustprecError
+from robustprec.errors import ConfigError, RobustprecError
 from robustprec.model.presets import ModelSpec, resolve_spec
 from robustprec.model.transformer import Transformer, build_model
 from robustprec.numerics.backends import Backend, SimBackend, make_backend
-from robustprec.numerics.compile_check import check_compiled_gradients
+from robustprec.numerics.compile_check import check_compiled_gradients, compiler_message
 from robustprec.train.engine import build_engine, init_distributed, select_device
 from robustprec.train.evaluation import EvalShard, shard_eval_set
 
@@ -129,6 +131,22 @@ def compile_model(cfg: Config, backend: Backend, model: Transformer, device: tor
     torch._dynamo.reset()
     _check_compiled_gradients(cfg, backend, device)
     compile_in_place(model, cfg.train.compile_scope, cfg.train.compile_options)
+
+
+@contextmanager
+def compiler_failures_as_config_errors(cfg: Config) -> Iterator[None]:
+    """A compiled model the compiler cannot build (first step, first evaluation, a recompile) is a ConfigError with
+    the compiler's last words and what may build it, not a traceback that a trial retries `train.max_failures`
+    times: the same graph fails alike. Measured (H200, torch 2.11): Triton could not build a kernel of sim:mxfp8
+    at gpt2-124m (``PassManager::run failed``); with Inductor's ``aggressive_fusion`` it built."""
+    try:
+        yield
+    except torch._dynamo.exc.BackendCompilerFailed as e:
+        raise ConfigError(
+            f"train.compile: torch {torch.__version__} could not build the compiled model under "
+            f"{cfg.numerics.backend} ({compiler_message(e)}); other Inductor settings may build it "
+            "(train.compile_options, e.g. {aggressive_fusion: true}), or set train.compile=false"
+        ) from e
 
 
 def _check_compiled_gradients(cfg: Config, backend: Backend, device: torch.device) -> None:

@@ -3,7 +3,8 @@
 # process's first start-up under cProfile (engine 6.7-6.9 s in s12_1 and s12_4; on CPU AdamW's import of
 # torch._dynamo is 1.7 s of it). (3) The gpt2 MLP probe of sim:mxfp8 and
 # sim:fp8_tensorwise with the total of all kernels, with Inductor's defaults and two fusion settings.
-# device command: bash jobs/gpu/next_s13_a.sh   (carry [".gpu"]; results in $OUT)
+# As run (s13_1, 559 s): unchanged.
+# device command: bash jobs/gpu/s13_a.sh   (carry [".gpu"]; results in $OUT)
 source .gpu/install.sh > /tmp/install.log 2>&1 || { tail -5 /tmp/install.log; exit 1; }
 export PYTHONPATH=$PWD:$PYTHONPATH PYTHONUNBUFFERED=1 TORCH_CUDA_ARCH_LIST=9.0
 T0=$(date +%s)
