@@ -68,9 +68,9 @@ def train(
     if run.is_main:
         out.mkdir(parents=True, exist_ok=True)
         write_text(out / CONFIG_FILE, cfg.to_yaml())
-    hooks.call("on_start", run)
-    run.laps("start")
-    with compiler_failures_as_config_errors(cfg):
+    with compiler_failures_as_config_errors(cfg):  # the first compile comes with the first call of the model
+        hooks.call("on_start", run)
+        run.laps("start")
         for step in range(run.start_step, cfg.train.steps):
             faults.maybe_fail(step, run.rank)
             run.step = step
@@ -81,7 +81,7 @@ def train(
             hooks.call("on_step_end", run, row)
             if run.stop:
                 break
-    return summarize(run, hooks)
+        return summarize(run, hooks)
 
 
 def default_callbacks(run: Run, extra: Sequence[Callback] = ()) -> list[Callback]:
