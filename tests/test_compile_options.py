@@ -13,6 +13,7 @@ from robustprec.numerics.backends import make_backend
 from robustprec.numerics.compile_check import compiled_gradient_error
 from robustprec.sweep.preflight import check_configs
 from robustprec.train.loop import train
+from robustprec.train.run import compiler_failures_as_config_errors
 from tests.conftest import tiny_overrides
 
 
@@ -63,6 +64,20 @@ def test_a_model_the_compiler_cannot_build_is_a_config_error_naming_the_compiler
     message = str(caught.value)
     assert "No working C++ compiler" in message and "train.compile_options" in message
     assert "\n" not in message and not (tmp_path / "run" / "summary.json").exists()
+
+
+def test_running_out_of_memory_while_compiling_stays_a_retried_failure():
+    # dynamo wraps whatever the compiler raises; an allocation that failed while autotuning (beside packed trials)
+    # says nothing about the settings, and a retry may succeed
+    cfg = load_config(None, tiny_overrides(**{"train.compile": True}))
+    oom = torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+    failure = torch._dynamo.exc.BackendCompilerFailed(lambda *a: None, oom, None)
+    with pytest.raises(torch._dynamo.exc.BackendCompilerFailed), compiler_failures_as_config_errors(cfg):
+        raise failure
+    with pytest.raises(ConfigError, match="PassManager::run failed"), compiler_failures_as_config_errors(cfg):
+        raise torch._dynamo.exc.BackendCompilerFailed(
+            lambda *a: None, RuntimeError("PassManager::run failed"), None
+        )
 
 
 @pytest.mark.parametrize(

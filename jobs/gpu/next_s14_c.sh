@@ -9,11 +9,11 @@
 source .gpu/install.sh > /tmp/install.log 2>&1 || { tail -5 /tmp/install.log; exit 1; }
 export PYTHONPATH=$PWD:$PYTHONPATH PYTHONUNBUFFERED=1 TORCH_CUDA_ARCH_LIST=9.0
 T0=$(date +%s)
-timeout 380 python3 -c "import sys, pytest, torch._inductor.config as c; c.aggressive_fusion = True
+timeout 370 python3 -c "import sys, pytest, torch._inductor.config as c; c.aggressive_fusion = True
 sys.exit(pytest.main(['tests/test_cuda_numerics.py', '-m', 'cuda', '-q', '-rfE', '-p', 'no:cacheprovider']))" \
   > $OUT/suite_aggressive.txt 2>&1
 echo "suite (aggressive_fusion) rc=$? $(( $(date +%s) - T0 )) s"; grep "passed\|failed\|FAILED\|ERROR" $OUT/suite_aggressive.txt | tail -8
-timeout $(( 590 - $(date +%s) + T0 )) python3 benchmarks/throughput.py --presets gpt2-124m --seq-len 1024 --batch 16 \
+timeout $(( 555 - $(date +%s) + T0 )) python3 benchmarks/throughput.py --presets gpt2-124m --seq-len 1024 --batch 16 \
   --steps 12 --warmup 4 --plain none --set numerics.base=bf16 --set train.telemetry_interval=1000 \
   --set train.compile_scope=blocks --set "train.compile_options={triton.mix_order_reduction: false}" \
   --backends bf16,sim:mxfp8 > $OUT/gpt2_no_mix_order.txt 2>&1

@@ -6,10 +6,10 @@ export PYTHONPATH=$PWD:$PYTHONPATH PYTHONUNBUFFERED=1 TORCH_CUDA_ARCH_LIST=9.0
 T0=$(date +%s)
 S="--presets llama-20m --seq-len 256 --batch 32 --steps 16 --warmup 6 --plain none --set numerics.base=bf16
    --set train.telemetry_interval=1000"
-END=290
+END=270
 for opt in "{}" "{aggressive_fusion: true}"; do
   timeout $(( END - $(date +%s) + T0 )) python3 benchmarks/throughput.py $S --set "train.compile_options=$opt" \
     --backends bf16,sim:fp8_tensorwise,sim:mxfp8 > $OUT/llama_recipes_$END.txt 2>&1
   echo "$opt rc=$? $(( $(date +%s) - T0 )) s"; grep "^\[throughput\|ConfigError" $OUT/llama_recipes_$END.txt | cut -c1-220
-  END=585
+  END=555
 done

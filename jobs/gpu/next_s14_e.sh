@@ -7,6 +7,9 @@
 # for mxfp8 also aggressive_fusion, and both of Inductor's realization thresholds for GPUs raised (s13_3's kernels of
 # gpt2 sim:mxfp8 wrote each quantized element as int32 bits, 4 bytes, and its bf16 carrier in another kernel; the
 # opcount threshold alone changed nothing in s13_1, and a pointwise node with over 8 reads is realized too).
+# With profile_bandwidth, Inductor times each Triton kernel on its first call and does not launch it again: only the
+# bw_*.txt files mean anything (bytes are the kernel's tensor arguments' sizes, an estimate), not the probe's lines.
+# Timeouts count from after the bundle's install (~25 s on a fresh machine).
 # device command: bash jobs/gpu/next_s14_e.sh   (carry [".gpu"]; results in $OUT)
 source .gpu/install.sh > /tmp/install.log 2>&1 || { tail -5 /tmp/install.log; exit 1; }
 export PYTHONPATH=$PWD:$PYTHONPATH PYTHONUNBUFFERED=1 TORCH_CUDA_ARCH_LIST=9.0 TORCHINDUCTOR_FX_GRAPH_CACHE=0
@@ -14,7 +17,7 @@ T0=$(date +%s)
 for run in bf16: sim:fp8_tensorwise: sim:mxfp8: sim:mxfp8:aggressive_fusion=True, \
     sim:mxfp8:realize_opcount_threshold=1000,realize_acc_reads_threshold=1000, sim:nvfp4:; do
   backend=${run%:*}; extra=${run##*:}; tag=$(echo "$backend$extra" | tr ':=,' '___')
-  timeout $(( 585 - $(date +%s) + T0 )) python3 jobs/gpu/recipe_mlp_probe.py \
+  timeout $(( 555 - $(date +%s) + T0 )) python3 jobs/gpu/recipe_mlp_probe.py \
     --inductor "${extra}profile_bandwidth=True,profile_bandwidth_output='$OUT/bw_$tag.txt'" $backend > $OUT/probe_$tag.txt 2>&1
   echo "$backend $extra rc=$? $(( $(date +%s) - T0 )) s"; grep "^## \|all kernels" $OUT/probe_$tag.txt
   grep -c "^SUMMARY\|^TRITON" $OUT/bw_$tag.txt 2>/dev/null; head -8 $OUT/bw_$tag.txt 2>/dev/null | cut -c1-200

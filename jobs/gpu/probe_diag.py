@@ -38,7 +38,7 @@ def variant(backend: str, act: str, counting: bool, mix_order: bool, tokens: int
     try:
         return f"error {compile_check.compiled_gradient_error(prepare, DEV):.3g}"
     except Exception as e:  # the diagnosis is the message
-        return f"failed: {compile_check._last_line(e)}"
+        return f"failed: {compile_check.compiler_message(e)}"
 
 
 def main() -> None:

@@ -142,11 +142,26 @@ def compiler_failures_as_config_errors(cfg: Config) -> Iterator[None]:
     try:
         yield
     except torch._dynamo.exc.BackendCompilerFailed as e:
+        if _out_of_memory(e):
+            raise  # the machine's state (autotuning beside packed trials), retried as any failure
         raise ConfigError(
             f"train.compile: torch {torch.__version__} could not build the compiled model under "
             f"{cfg.numerics.backend} ({compiler_message(e)}); other Inductor settings may build it "
             "(train.compile_options, e.g. {aggressive_fusion: true}), or set train.compile=false"
         ) from e
+
+
+def _out_of_memory(e: BaseException) -> bool:
+    """Whether `e` or an exception it was raised from is an out-of-memory error (dynamo wraps every exception the
+    compiler raises, an allocation while autotuning too)."""
+    seen: set[int] = set()
+    cur: BaseException | None = e
+    while cur is not None and id(cur) not in seen:
+        seen.add(id(cur))
+        if isinstance(cur, torch.OutOfMemoryError | MemoryError) or "out of memory" in str(cur).lower():
+            return True
+        cur = cur.__cause__ or cur.__context__ or getattr(cur, "inner_exception", None)
+    return False
 
 
 def _check_compiled_gradients(cfg: Config, backend: Backend, device: torch.device) -> None:
