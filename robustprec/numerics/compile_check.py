@@ -64,7 +64,7 @@ def _weight_grads(
     run = prepare(model)
     if compiler is not None:
         # in place, inside the wrapper: as the trainer compiles its pure model
-        model.compile(backend=compiler, **({"options": options} if options else {}))
+        model.compile(backend=compiler, options=options or None)
     gen = torch.Generator().manual_seed(1)
     x = torch.randn(2, PROBE_TOKENS // 2, PROBE_WIDTH, generator=gen).to(device)
     run(x).float().square().mean().backward()

@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from robustprec.errors import InfrastructureError, RobustprecError
+from robustprec.errors import InfrastructureError, RobustprecError, exception_chain
 from robustprec.sweep.spec import TrialResult, TrialSpec
 from robustprec.tracking.store import CONFIG_FILE, CURVE_FILE, SUMMARY_FILE, read_summary, write_text
 
@@ -291,23 +291,7 @@ def _run_ray(spec: TrialSpec, out: Path, origin: float, in_tune: bool) -> dict[s
 
 def _config_error_in(e: BaseException) -> RobustprecError | None:
     """A RobustprecError raised inside a worker arrives wrapped; surface it as the user error it is."""
-    seen: set[int] = set()
-    stack: list[BaseException] = [e]
-    while stack:
-        cur = stack.pop()
-        if id(cur) in seen:
-            continue
-        seen.add(id(cur))
-        if isinstance(cur, RobustprecError):
-            return cur
-        stack.extend(x for x in (cur.__cause__, cur.__context__) if x is not None)
-        for attr in ("worker_failures", "errors"):
-            val = getattr(cur, attr, None)
-            if isinstance(val, dict):
-                stack.extend(v for v in val.values() if isinstance(v, BaseException))
-            elif isinstance(val, list | tuple):
-                stack.extend(v for v in val if isinstance(v, BaseException))
-    return None
+    return next((x for x in exception_chain(e) if isinstance(x, RobustprecError)), None)
 
 
 def _copy_record(src: Path, dst: Path) -> None:

@@ -18,7 +18,7 @@ from robustprec.config import Config, HighPrecisionLayers
 from robustprec.data.batches import BatchStream, eval_sequences, split_tokens
 from robustprec.data.corpus import Corpus, load_corpus
 from robustprec.data.tokenizer import load_tokenizer
-from robustprec.errors import ConfigError, RobustprecError
+from robustprec.errors import ConfigError, RobustprecError, exception_chain
 from robustprec.model.presets import ModelSpec, resolve_spec
 from robustprec.model.transformer import Transformer, build_model
 from robustprec.numerics.backends import Backend, SimBackend, make_backend
@@ -115,13 +115,13 @@ def compile_in_place(model: Transformer, scope: str, options: dict[str, Any] | N
     """torch.compile the pure model (not the engine: DeepSpeed's forward hooks graph-break, CUDA-measured) in
     place: as one graph (`scope` "model"), or block by block and the head ("blocks": identical blocks reuse one
     graph; `model.head` is the final norm, logits and loss). `options`: Inductor's (`train.compile_options`)."""
-    kwargs = {"options": options} if options else {}
+    options = options or None  # torch.compile's default: none given
     if scope == "blocks":
         for block in model.blocks:
-            block.compile(**kwargs)
-        model.head = torch.compile(model.head, **kwargs)  # type: ignore[method-assign]
+            block.compile(options=options)
+        model.head = torch.compile(model.head, options=options)  # type: ignore[method-assign]
     else:
-        model.compile(**kwargs)
+        model.compile(options=options)
 
 
 def compile_model(cfg: Config, backend: Backend, model: Transformer, device: torch.device) -> None:
@@ -154,14 +154,10 @@ def compiler_failures_as_config_errors(cfg: Config) -> Iterator[None]:
 def _out_of_memory(e: BaseException) -> bool:
     """Whether `e` or an exception it was raised from is an out-of-memory error (dynamo wraps every exception the
     compiler raises, an allocation while autotuning too)."""
-    seen: set[int] = set()
-    cur: BaseException | None = e
-    while cur is not None and id(cur) not in seen:
-        seen.add(id(cur))
-        if isinstance(cur, torch.OutOfMemoryError | MemoryError) or "out of memory" in str(cur).lower():
-            return True
-        cur = cur.__cause__ or cur.__context__ or getattr(cur, "inner_exception", None)
-    return False
+    return any(
+        isinstance(x, torch.OutOfMemoryError | MemoryError) or "out of memory" in str(x).lower()
+        for x in exception_chain(e)
+    )
 
 
 def _check_compiled_gradients(cfg: Config, backend: Backend, device: torch.device) -> None:
