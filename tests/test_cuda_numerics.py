@@ -65,21 +65,27 @@ def test_compiled_equals_eager_equals_cpu() -> None:
 
     def all_formats(
         xs: dict[str, torch.Tensor], k: torch.Tensor
-    ) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-        return {s: quantize_values(xs[s], plans[s], k + i, True) for i, s in enumerate(FAMILIES)}  # type: ignore[misc]
+    ) -> dict[tuple[str, bool], tuple[torch.Tensor, ...]]:
+        """With and without counts: without, fp8 formats round by the float8 cast (`QuantPlan.native`)."""
+        return {
+            (s, stats): quantize_values(xs[s], plans[s], k + i, stats)  # type: ignore[misc]
+            for i, s in enumerate(FAMILIES)
+            for stats in (True, False)
+        }
 
+    assert any(p.native is not None for p in plans.values())
     want = all_formats(inputs, key)
     cuda_inputs = {s: x.to(DEV) for s, x in inputs.items()}
     eager = all_formats(cuda_inputs, key.to(DEV))
     torch._dynamo.reset()
     compiled = torch.compile(all_formats, fullgraph=True)(cuda_inputs, key.to(DEV))
     bad = []
-    for spec in FAMILIES:
-        (q, c), (qe, ce), (qc, cc) = want[spec], eager[spec], compiled[spec]
-        if not (same_bits(qe.cpu(), q) and torch.equal(ce.cpu(), c)):
-            bad.append(f"{spec}: CUDA eager != CPU")
-        if not (same_bits(qc.cpu(), q) and torch.equal(cc.cpu(), c)):
-            bad.append(f"{spec}: compiled != CPU")
+    for spec, stats in want:
+        c, cpu_values = want[spec, stats][1], want[spec, True][0]  # every mode = the counting (integer) path
+        for name, (qd, cd) in (("CUDA eager", eager[spec, stats]), ("compiled", compiled[spec, stats])):
+            same_counts = cd is None if c is None else torch.equal(cd.cpu(), c)
+            if not (same_bits(qd.cpu(), cpu_values) and same_counts):
+                bad.append(f"{spec} (counts {stats}): {name} != CPU")
     assert not bad, bad
 
 
@@ -304,22 +310,26 @@ def test_recipe_operands_compiled_equal_eager_equal_cpu() -> None:
     x[:128, :32] = 0.0  # all-zero blocks of every recipe
     x[128:256] *= 2.0**-120  # blocks whose scale clamps
 
-    def all_recipes(x: torch.Tensor, key: torch.Tensor) -> list[tuple[torch.Tensor, ...]]:
-        return [recipe_operand(x, plans[c], key + i if c[1] else None, True) for i, c in enumerate(cases)]
+    def all_recipes(x: torch.Tensor, key: torch.Tensor, stats: bool) -> list[tuple[torch.Tensor, ...]]:
+        return [recipe_operand(x, plans[c], key + i if c[1] else None, stats) for i, c in enumerate(cases)]
 
-    want = all_recipes(x, torch.tensor(7))
-    eager = all_recipes(x.to(DEV), torch.tensor(7, device=DEV))
-    torch._dynamo.reset()
-    compiled = torch.compile(all_recipes, fullgraph=True, dynamic=False)(
-        x.to(DEV), torch.tensor(7, device=DEV)
-    )
-    bad = [
-        f"{case}: {name} != CPU in {part}"
-        for case, w, e, c in zip(cases, want, eager, compiled, strict=True)
-        for name, got in (("CUDA eager", e), ("compiled", c))
-        for part, a, b in zip(("values", "factors", "counts"), got, w, strict=True)
-        if not _same_or_both_none(a, b)
-    ]
+    want = all_recipes(x, torch.tensor(7), True)
+    bad = []
+    for stats in (True, False):  # without counts, FP8 elements round by the float8 cast (`QuantPlan.native`)
+        eager = all_recipes(x.to(DEV), torch.tensor(7, device=DEV), stats)
+        torch._dynamo.reset()
+        compiled = torch.compile(all_recipes, fullgraph=True, dynamic=False)(
+            x.to(DEV), torch.tensor(7, device=DEV), stats
+        )
+        bad += [
+            f"{case} (counts {stats}): {name} != CPU in {part}"
+            for case, w, e, c in zip(cases, want, eager, compiled, strict=True)
+            for name, got in (("CUDA eager", e), ("compiled", c))
+            for part, a, b in zip(
+                ("values", "factors", "counts"), got, w if stats else (*w[:2], None), strict=True
+            )
+            if not _same_or_both_none(a, b)
+        ]
     assert not bad, bad
 
 

@@ -10,7 +10,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from robustprec.numerics.formats import FloatFormat, parse_format, value_set
-from robustprec.numerics.quantize import QuantStats, quantize, quantize_with_stats
+from robustprec.numerics.quantize import (
+    QuantStats,
+    quant_plan,
+    quantize,
+    quantize_values,
+    quantize_with_stats,
+)
 
 INF_BITS = 0x7F800000
 # Random float32 bit patterns include signalling NaNs; numpy warns when casting them.
@@ -244,7 +250,8 @@ def test_large_tensor() -> None:
 # ----------------------------------------------------------------------------------------------------------
 
 GENERIC = [
-    "E8M3", "E5M7", "E3M4", "E6M1", "E2M1", "E4M3", "E4M3:special=fn,overflow=nan", "E5M2:overflow=saturate",
+    "E8M3", "E5M7", "E3M4", "E6M1", "E2M1", "E4M3", "E4M3:special=fn", "E4M3:special=fn,overflow=nan",
+    "E5M2:overflow=saturate",
     "E3M2:special=finite", "E4M0", "E8M0", "E7M5", "E8M10", "E2M3:special=fn", "E5M10", "E7M0:special=fn",
 ]  # fmt: skip
 
@@ -512,6 +519,43 @@ def test_mix64_splitmix64_vectors() -> None:
     got = [v % 2**64 for v in mix64(signed).tolist()]
     assert got == want
     assert [mix64_int(s) % 2**64 for s in states] == want
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The float8 cast (QuantPlan.native): saturating nearest-even FP8 formats round by torch's cast
+# ----------------------------------------------------------------------------------------------------------
+
+NATIVE = {"fp8_e4m3": torch.float8_e4m3fn, "E5M2:overflow=saturate": torch.float8_e5m2}
+
+
+def test_native_cast_only_where_the_cast_is_the_rounding() -> None:
+    assert {s: quant_plan(parse_format(s)).native for s in NATIVE} == NATIVE
+    for spec in ["fp8_e5m2", "fp8_e4m3:overflow=nan", "fp8_e4m3:rounding=stochastic", "fp8_e4m3:subnormals=false",
+                 "fp8_e4m3:rounding=truncate", "fp8_e4m3:scaling=block:32", "E4M3", "E5M3:overflow=saturate"]:  # fmt: skip
+        assert quant_plan(parse_format(spec)).native is None, spec
+
+
+@pytest.mark.parametrize("spec", list(NATIVE))
+def test_native_cast_equals_integer_rounding_and_ml_dtypes(spec: str) -> None:
+    """Without counts the cast rounds; with counts the integer path does: same bits, and ml_dtypes' cast of the
+    input clamped to ±max (an independent implementation of saturating nearest-even)."""
+    fmt = parse_format(spec)
+    x = alias_inputs(spec)
+    plan = quant_plan(fmt)
+    cast, _ = quantize_values(torch.from_numpy(x), plan)
+    integer, counts = quantize_values(torch.from_numpy(x), plan, stats=True)
+    assert counts is not None
+    assert_bits_equal(cast.numpy(), integer.numpy(), x, spec)
+    ml = {"fp8_e4m3": ml_dtypes.float8_e4m3fn, "E5M2:overflow=saturate": ml_dtypes.float8_e5m2}[spec]
+    assert_bits_equal(cast.numpy(), real_cast(np.clip(x, -fmt.max_normal, fmt.max_normal), ml), x, spec)
+
+
+@pytest.mark.parametrize("spec", list(NATIVE))
+def test_native_cast_compiled_equals_eager_on_cpu(spec: str) -> None:
+    plan = quant_plan(parse_format(spec))
+    x = torch.from_numpy(alias_inputs(spec))
+    compiled = torch.compile(lambda t: quantize_values(t, plan)[0], fullgraph=True)
+    assert_bits_equal(compiled(x).numpy(), quantize_values(x, plan, stats=True)[0].numpy(), x.numpy(), spec)
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -17,6 +17,12 @@ Algorithm, for |x| as a container bit pattern `a` (sign put back at the end):
 - overflow: compare the rounded pattern with the largest finite one and replace by ±Inf, ±max or NaN;
 - NaN inputs stay NaN; ±0 and the sign of values that underflow are preserved.
 
+FP8 formats that are torch dtypes (``fp8_e4m3`` as ``float8_e4m3fn``, ``E5M2:overflow=saturate`` as
+``float8_e5m2``: saturating, nearest-even, unscaled) are rounded by clamping to ±max and casting when no counts are
+asked for (`QuantPlan.native`, on CPU and on CUDA from sm90 on); with counts, by the integer path below. Both give
+the same bits (tested against each other and ml_dtypes, compiled and eager, on CPU and an H200); compiled, the cast
+fuses into its neighbours, where the integer path's intermediates were realized as int32 buffers.
+
 Stochastic rounding is counter-based: element i of a call with stream key `k` gets the random integer
 ``mix64((mix64(k) + i) * φ)`` (splitmix64's finalizer, `φ` = 2^64 / golden ratio), computed in-graph with int64
 ops, so it is deterministic, traceable and needs no `torch.Generator`. Its low `d` bits are added in the normal
@@ -128,6 +134,10 @@ class QuantPlan:
     )
     down_exp: int  # attributes become symbolic and cannot enter a traced backward)
     identity: bool  # the format holds every value of the container: a no-op
+    native: (
+        torch.dtype | None
+    )  # a torch float8 dtype with this value set: saturating RNE is its cast (`_cast`)
+    max_normal: float
 
 
 def _bits(value: float, c: _Container) -> int:
@@ -172,7 +182,20 @@ def quant_plan(fmt: FloatFormat, c: _Container = _F32) -> QuantPlan:
         up_exp=-fmt.min_exp if flush else m - fmt.min_exp,
         down_exp=fmt.min_exp - m,
         identity=c is _F32 and d == 0 and fmt.subnormals and fmt.overflow == "inf" and scaling == "none",
+        native=_native_dtype(fmt) if c is _F32 else None,
+        max_normal=fmt.max_normal,
     )
+
+
+# torch's float8 dtypes by (exponent bits, mantissa bits, special): the same finite value set, subnormals included
+_FLOAT8 = {(4, 3, "fn"): torch.float8_e4m3fn, (5, 2, "ieee"): torch.float8_e5m2}
+
+
+def _native_dtype(fmt: FloatFormat) -> torch.dtype | None:
+    """The float8 dtype whose cast, after clamping to ±max, is `fmt`'s rounding: saturating, nearest-even, unscaled."""
+    if fmt.rounding != "nearest" or fmt.overflow != "saturate" or not fmt.subnormals or fmt.scaling != "none":
+        return None
+    return _FLOAT8.get((fmt.exp_bits, fmt.man_bits, fmt.special))
 
 
 def _random_bits(key: Tensor, n: int, p: QuantPlan, device: torch.device) -> Tensor:
@@ -260,6 +283,25 @@ def _scale_exponent(amax: Tensor, p: QuantPlan) -> Tensor:
     return torch.where(amax > 0, k, 0).clamp(p.scale_lo, p.scale_hi)
 
 
+def _cast(x: Tensor, p: QuantPlan) -> Tensor:
+    """`_round` by torch's float8 cast (`QuantPlan.native`): clamped to ±max (saturation; NaN stays NaN), cast, read
+    back. Bit for bit the integer rounding (tested against it and ml_dtypes); compiled, a few ops that fuse into
+    their neighbours where the integer path's intermediates were realized as int32 buffers (docs/benchmarks.md)."""
+    assert p.native is not None
+    return x.clamp(-p.max_normal, p.max_normal).to(p.native).to(p.c.float_dtype)
+
+
+def _cast_exact_on(device: torch.device) -> bool:
+    """Where the float8 cast is used: CPU, and CUDA from Hopper (sm90) on, where the compiled cast was checked bit
+    for bit (GPU suite). Triton rounds float32 through float16 on Ada (triton-lang/triton#11753)."""
+    return device.type == "cpu" or (device.type == "cuda" and _cuda_sm90_or_later(device.index))
+
+
+@torch.compiler.assume_constant_result
+def _cuda_sm90_or_later(index: int | None) -> bool:
+    return torch.cuda.get_device_capability(index) >= (9, 0)
+
+
 def _blocks(x: Tensor, n: int) -> Tensor:
     """x as (..., rows of n): the last dimension zero-padded to a multiple of n."""
     xb = x.reshape(1) if x.dim() == 0 else x
@@ -278,7 +320,9 @@ def _quantize_plan(x: Tensor, p: QuantPlan, key: Tensor | None, stats: bool) -> 
     if p.rounding == "stochastic":
         assert key is not None
         rnd = _random_bits(key, xb.numel(), p, x.device).view(xb.shape)
-    if p.scaling == "none":
+    if p.scaling == "none" and not stats and p.native is not None and _cast_exact_on(x.device):
+        q, counts = _cast(xb, p), None
+    elif p.scaling == "none":
         q, counts = _round(xb, rnd, p, stats)
     else:
         finite_abs = torch.where(torch.isfinite(xb), xb.abs(), 0)
