@@ -450,3 +450,16 @@ def test_a_setting_a_named_axis_replaces_is_noted(tmp_path):
         root=tmp_path,
     )  # fmt: skip
     assert quiet.notes == []
+
+
+def test_packed_gpu_trials_without_bytecode_are_noted(tmp_path, monkeypatch):
+    """Fresh trial processes inherit PYTHONDONTWRITEBYTECODE and compile their imports from source: said once, and
+    only for trials packed on a GPU (fractional share) while it is set."""
+    packed = _cfg(sweep__seeds=1, sweep__resources={"CPU": 1.0, "GPU": 0.125})
+    monkeypatch.setenv("PYTHONDONTWRITEBYTECODE", "1")
+    notes = [n for n in plan_sweep(packed, root=tmp_path).notes if "PYTHONDONTWRITEBYTECODE" in n]
+    assert len(notes) == 1 and "PYTHONPYCACHEPREFIX" in notes[0]
+    whole_gpu = _cfg(sweep__seeds=1, sweep__resources={"CPU": 1.0, "GPU": 1.0})
+    assert not any("PYTHONDONTWRITEBYTECODE" in n for n in plan_sweep(whole_gpu, root=tmp_path).notes)
+    monkeypatch.delenv("PYTHONDONTWRITEBYTECODE")
+    assert not any("PYTHONDONTWRITEBYTECODE" in n for n in plan_sweep(packed, root=tmp_path).notes)

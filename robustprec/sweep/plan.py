@@ -214,6 +214,18 @@ def _replaced_settings(cfg: Config, axes: list[tuple[str, list[Any]]]) -> list[s
     return notes
 
 
+def _bytecode_notes(cfg: Config) -> list[str]:
+    """A note for packed GPU trials when this process writes no bytecode: trial processes started from it inherit
+    the setting, and each fresh one compiles its imports from source."""
+    if not os.environ.get("PYTHONDONTWRITEBYTECODE") or cfg.sweep.resources.get("GPU", 1.0) >= 1:
+        return []
+    return [
+        "PYTHONDONTWRITEBYTECODE is set: every fresh trial process compiles torch's, DeepSpeed's and Ray's modules "
+        "from source (an H200 machine: 16.9 s to import them, 5.4 s from cached bytecode); unset it, with "
+        "PYTHONPYCACHEPREFIX=<a writable folder> where site-packages is read-only, so packed trials start faster"
+    ]
+
+
 def _brief(value: Any) -> str:
     return f"{value:g}" if isinstance(value, float) else str(value)
 
@@ -641,7 +653,7 @@ def plan_sweep(
     base = cfg.to_dict()
     axes, shown = _raw_axes(cfg)
     rules, notes = _exclusions(cfg.sweep.exclude, axes)
-    notes += _replaced_settings(cfg, axes)
+    notes += _replaced_settings(cfg, axes) + _bytecode_notes(cfg)
 
     points, values_n = _grid_points(base, axes, rules)
     for (key, _), vals in zip(axes, values_n, strict=True):
