@@ -1,4 +1,4 @@
-# Prepared in session 13 (issue 14). Where the recipes' bytes go, kernel by kernel. A traffic floor for block
+# Prepared in session 13 (not run in 14; renamed) (issue 14). Where the recipes' bytes go, kernel by kernel. A traffic floor for block
 # recipes at gpt2-124m (every activation and gradient copy: read bf16 once, write bf16 once; docs/benchmarks.md,
 # session 13) is about 1.15x bf16, and the measured steps are 1.46-2.62x: the quantization kernels move several
 # times the bytes they must (session 12's code listing: int32 intermediates, an input read twice). Inductor's
@@ -9,10 +9,12 @@
 # opcount threshold alone changed nothing in s13_1, and a pointwise node with over 8 reads is realized too).
 # With profile_bandwidth, Inductor times each Triton kernel on its first call and does not launch it again: only the
 # bw_*.txt files mean anything (bytes are the kernel's tensor arguments' sizes, an estimate), not the probe's lines.
+# s14_1 ran this for sim:mxfp8 alone, stderr to /dev/null: it exited 1, reason not kept.
 # Timeouts count from after the bundle's install (~25 s on a fresh machine).
-# device command: bash jobs/gpu/next_s14_e.sh   (carry [".gpu"]; results in $OUT)
+# device command: bash jobs/gpu/next_s15_d.sh   (carry [".gpu"]; results in $OUT)
 source .gpu/install.sh > /tmp/install.log 2>&1 || { tail -5 /tmp/install.log; exit 1; }
 export PYTHONPATH=$PWD:$PYTHONPATH PYTHONUNBUFFERED=1 TORCH_CUDA_ARCH_LIST=9.0 TORCHINDUCTOR_FX_GRAPH_CACHE=0
+unset PYTHONDONTWRITEBYTECODE; export PYTHONPYCACHEPREFIX=/tmp/pycache  # the machine sets it (s14_2)
 T0=$(date +%s)
 for run in bf16: sim:fp8_tensorwise: sim:mxfp8: sim:mxfp8:aggressive_fusion=True, \
     sim:mxfp8:realize_opcount_threshold=1000,realize_acc_reads_threshold=1000, sim:nvfp4:; do
