@@ -459,7 +459,8 @@ def test_packed_gpu_trials_without_bytecode_are_noted(tmp_path, monkeypatch):
     monkeypatch.setenv("PYTHONDONTWRITEBYTECODE", "1")
     notes = [n for n in plan_sweep(packed, root=tmp_path).notes if "PYTHONDONTWRITEBYTECODE" in n]
     assert len(notes) == 1 and "PYTHONPYCACHEPREFIX" in notes[0]
-    whole_gpu = _cfg(sweep__seeds=1, sweep__resources={"CPU": 1.0, "GPU": 1.0})
-    assert not any("PYTHONDONTWRITEBYTECODE" in n for n in plan_sweep(whole_gpu, root=tmp_path).notes)
+    for gpu in (1.0, 0.0):  # a whole GPU per trial, or none
+        unpacked = _cfg(sweep__seeds=1, sweep__resources={"CPU": 1.0, "GPU": gpu})
+        assert not any("PYTHONDONTWRITEBYTECODE" in n for n in plan_sweep(unpacked, root=tmp_path).notes)
     monkeypatch.delenv("PYTHONDONTWRITEBYTECODE")
     assert not any("PYTHONDONTWRITEBYTECODE" in n for n in plan_sweep(packed, root=tmp_path).notes)

@@ -197,7 +197,8 @@ def test_bit_exact_against_real_cast(spec: str, dtype: object) -> None:
     x = alias_inputs(spec)
     if not HAS_NAN.get(spec, True):
         x = x[~np.isnan(x)]  # ml_dtypes' formats without NaN map NaN to -0; ours keep NaN (tested below)
-    got = quantize(torch.from_numpy(x), spec).numpy()
+    # the integer path (with counts): without, fp8_e4m3 rounds by torch's own cast (tested below against ml_dtypes)
+    got = quantize_with_stats(torch.from_numpy(x), spec)[0].numpy()
     assert_bits_equal(got, real_cast(x, dtype), x, spec)
 
 
@@ -228,11 +229,16 @@ def test_half_precision_inputs(spec: str, real: torch.dtype, dtype: torch.dtype)
     assert got.dtype == dtype and got.shape == codes.shape
     want = quantize(codes.float(), spec).to(dtype)
     assert torch.equal(got.view(torch.int16), want.view(torch.int16))
+    # the integer path (with counts) against the real cast: without counts fp8_e4m3 is torch's cast itself
+    integer = quantize_with_stats(codes, spec)[0]
+    nan = torch.isnan(integer)
+    assert torch.equal(torch.isnan(got), nan)
+    assert torch.equal(got.view(torch.int16)[~nan], integer.view(torch.int16)[~nan])
     real = codes.to(real).to(dtype)
     # NaN inputs, and overflow where the cast signals it with NaN (payloads may differ)
     nan = torch.isnan(real)
-    assert torch.equal(torch.isnan(got), nan)
-    assert torch.equal(got.view(torch.int16)[~nan], real.view(torch.int16)[~nan])
+    assert torch.equal(torch.isnan(integer), nan)
+    assert torch.equal(integer.view(torch.int16)[~nan], real.view(torch.int16)[~nan])
 
 
 def test_large_tensor() -> None:
@@ -530,8 +536,11 @@ NATIVE = {"fp8_e4m3": torch.float8_e4m3fn, "E5M2:overflow=saturate": torch.float
 
 def test_native_cast_only_where_the_cast_is_the_rounding() -> None:
     assert {s: quant_plan(parse_format(s)).native for s in NATIVE} == NATIVE
-    for spec in ["fp8_e5m2", "fp8_e4m3:overflow=nan", "fp8_e4m3:rounding=stochastic", "fp8_e4m3:subnormals=false",
-                 "fp8_e4m3:rounding=truncate", "fp8_e4m3:scaling=block:32", "E4M3", "E5M3:overflow=saturate"]:  # fmt: skip
+    others = [
+        "fp8_e5m2", "fp8_e4m3:overflow=nan", "fp8_e4m3:rounding=stochastic", "fp8_e4m3:subnormals=false",
+        "fp8_e4m3:rounding=truncate", "fp8_e4m3:scaling=block:32", "E4M3", "E5M3:overflow=saturate",
+    ]  # fmt: skip
+    for spec in others:
         assert quant_plan(parse_format(spec)).native is None, spec
 
 

@@ -6,7 +6,8 @@
 # fp8_tensorwise 1,475). (3) gpt2-124m blocks with Inductor's defaults (s13_2: sim:mxfp8 failed to compile).
 # (4) If time is left: Inductor's profile_bandwidth of sim:mxfp8's MLP kernels.
 # As run (s14_1, 558.5 s): the tests hit their 150 s limit inside the fourth (recipe operands; three passed, it
-# passed in s14_4); sim:mxfp8 failed to compile at gpt2 and sim:nvfp4 was not reached; (4) exited 1, its stderr not kept.
+# passed in s14_4); sim:mxfp8 failed to compile at gpt2 and sim:nvfp4 started but was killed by the time limit; (4)
+# exited 1, its stderr not kept.
 # device command: bash jobs/gpu/s14_a.sh   (carry [".gpu"]; results in $OUT)
 source .gpu/install.sh > /tmp/install.log 2>&1 || { tail -5 /tmp/install.log; exit 1; }
 export PYTHONPATH=$PWD:$PYTHONPATH PYTHONUNBUFFERED=1 TORCH_CUDA_ARCH_LIST=9.0

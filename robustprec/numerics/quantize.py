@@ -19,9 +19,9 @@ Algorithm, for |x| as a container bit pattern `a` (sign put back at the end):
 
 FP8 formats that are torch dtypes (``fp8_e4m3`` as ``float8_e4m3fn``, ``E5M2:overflow=saturate`` as
 ``float8_e5m2``: saturating, nearest-even, unscaled) are rounded by clamping to ±max and casting when no counts are
-asked for (`QuantPlan.native`, on CPU and on CUDA from sm90 on); with counts, by the integer path below. Both give
-the same bits (tested against each other and ml_dtypes, compiled and eager, on CPU and an H200); compiled, the cast
-fuses into its neighbours, where the integer path's intermediates were realized as int32 buffers.
+asked for (`QuantPlan.native`, on CPU and on NVIDIA Hopper); with counts, by the integer path below. Both give the
+same bits, NaN payloads aside (tested against each other and ml_dtypes, compiled and eager, on CPU and an H200);
+the cast fuses into its neighbours, where the integer path's intermediates were realized as int32 buffers.
 
 Stochastic rounding is counter-based: element i of a call with stream key `k` gets the random integer
 ``mix64((mix64(k) + i) * φ)`` (splitmix64's finalizer, `φ` = 2^64 / golden ratio), computed in-graph with int64
@@ -285,21 +285,27 @@ def _scale_exponent(amax: Tensor, p: QuantPlan) -> Tensor:
 
 def _cast(x: Tensor, p: QuantPlan) -> Tensor:
     """`_round` by torch's float8 cast (`QuantPlan.native`): clamped to ±max (saturation; NaN stays NaN), cast, read
-    back. Bit for bit the integer rounding (tested against it and ml_dtypes); compiled, a few ops that fuse into
-    their neighbours where the integer path's intermediates were realized as int32 buffers (docs/benchmarks.md)."""
+    back. Bit for bit the integer rounding, NaN as NaN (tested against it and ml_dtypes); compiled, a few ops that
+    fuse into their neighbours, where the integer path's intermediates were realized as int32 buffers."""
     assert p.native is not None
     return x.clamp(-p.max_normal, p.max_normal).to(p.native).to(p.c.float_dtype)
 
 
 def _cast_exact_on(device: torch.device) -> bool:
-    """Where the float8 cast is used: CPU, and CUDA from Hopper (sm90) on, where the compiled cast was checked bit
-    for bit (GPU suite). Triton rounds float32 through float16 on Ada (triton-lang/triton#11753)."""
-    return device.type == "cpu" or (device.type == "cuda" and _cuda_sm90_or_later(device.index))
+    """Where the float8 cast is used: CPU, and NVIDIA Hopper (sm90), where the compiled cast was checked bit for bit
+    (GPU suite, H200). Elsewhere the integer path: Triton rounds float32 through float16 on Ada
+    (triton-lang/triton#11753), and other GPUs (ROCm's float8 types, Blackwell) are unchecked."""
+    return device.type == "cpu" or (device.type == "cuda" and _checked_gpu(device.index))
 
 
 @torch.compiler.assume_constant_result
-def _cuda_sm90_or_later(index: int | None) -> bool:
-    return torch.cuda.get_device_capability(index) >= (9, 0)
+def _checked_gpu(index: int | None) -> bool:
+    return _is_hopper(torch.cuda.current_device() if index is None else index)
+
+
+@functools.cache
+def _is_hopper(index: int) -> bool:
+    return torch.version.hip is None and torch.cuda.get_device_capability(index) == (9, 0)
 
 
 def _blocks(x: Tensor, n: int) -> Tensor:

@@ -217,7 +217,7 @@ def _replaced_settings(cfg: Config, axes: list[tuple[str, list[Any]]]) -> list[s
 def _bytecode_notes(cfg: Config) -> list[str]:
     """A note for packed GPU trials when this process writes no bytecode: trial processes started from it inherit
     the setting, and each fresh one compiles its imports from source."""
-    if not os.environ.get("PYTHONDONTWRITEBYTECODE") or cfg.sweep.resources.get("GPU", 1.0) >= 1:
+    if not os.environ.get("PYTHONDONTWRITEBYTECODE") or not 0 < cfg.sweep.resources.get("GPU", 1.0) < 1:
         return []
     return [
         "PYTHONDONTWRITEBYTECODE is set: every fresh trial process compiles torch's, DeepSpeed's and Ray's modules "
