@@ -1,8 +1,9 @@
 """Host cost of the TF32 carrier's opaque op (`robustprec::mm_tf32`, a `torch.library.custom_op` that sets
 `torch.backends.cuda.matmul.fp32_precision` around `torch.mm`) against `torch.mm`, per call, in a compiled graph of
 150 chained small GEMMs (llama-20m makes 90 simulated GEMM calls per step: 30 linears × 3). Small matrices, so the
-figure is host time. Session 14 on the 2-core CPU machine (torch 2.13, CPU tensors, beside a test run): torch.mm
-1.2-2.3 us per call, the custom op 14.4-28.0 us.
+figure is host time. Beside them, the same op registered through the lower-level `torch.library.Library` (define +
+impl), a candidate replacement. Session 14 on the 2-core CPU machine (torch 2.13, CPU tensors, beside a test run):
+torch.mm 1.2-2.3 us per call, the custom op 14.4-28.0 us, the Library registration 7.4-10.2 us.
 
     python3 jobs/gpu/tf32_op_overhead.py [--device cuda]
 """
@@ -18,6 +19,24 @@ import torch
 from robustprec.numerics.simulated import _mm_tf32
 
 CALLS = 150
+_LIB = torch.library.Library(
+    "tf32probe", "DEF"
+)  # the candidate: no custom_op wrapper around the Python kernel
+_LIB.define("mm_tf32(Tensor a, Tensor b) -> Tensor")
+
+
+def _library_mm_tf32(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    matmul = torch.backends.cuda.matmul
+    prev = matmul.fp32_precision
+    matmul.fp32_precision = "tf32"
+    try:
+        return torch.mm(a, b)
+    finally:
+        matmul.fp32_precision = prev
+
+
+_LIB.impl("mm_tf32", _library_mm_tf32, "CompositeExplicitAutograd")
+torch.library.register_fake("tf32probe::mm_tf32")(lambda a, b: a.new_empty(a.shape[0], b.shape[1]))
 
 
 def chain(op, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -48,7 +67,12 @@ def main() -> None:
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
     a, b = torch.randn(8, 8, device=dev), torch.randn(8, 8, device=dev)
     print(f"{dev}, torch {torch.__version__}, {CALLS} chained 8x8 GEMMs in one compiled graph")
-    for name, op in [("torch.mm", torch.mm), ("robustprec::mm_tf32", _mm_tf32)]:
+    ops = [
+        ("torch.mm", torch.mm),
+        ("robustprec::mm_tf32", _mm_tf32),
+        ("Library", torch.ops.tf32probe.mm_tf32.default),
+    ]
+    for name, op in ops:
         print(f"{name}: {per_call_us(op, a, b, sync):.1f} us per call (median of 30)")
 
 
