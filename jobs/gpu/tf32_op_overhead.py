@@ -16,27 +16,14 @@ import time
 
 import torch
 
-from robustprec.numerics.simulated import _mm_tf32
+from robustprec.numerics.simulated import _mm_tf32, _mm_tf32_fake, _tf32_mm
 
 CALLS = 150
-_LIB = torch.library.Library(
-    "tf32probe", "DEF"
-)  # the candidate: no custom_op wrapper around the Python kernel
+# the candidate: the same kernel and fake, without custom_op's wrapper around the Python kernel
+_LIB = torch.library.Library("tf32probe", "DEF")
 _LIB.define("mm_tf32(Tensor a, Tensor b) -> Tensor")
-
-
-def _library_mm_tf32(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    matmul = torch.backends.cuda.matmul
-    prev = matmul.fp32_precision
-    matmul.fp32_precision = "tf32"
-    try:
-        return torch.mm(a, b)
-    finally:
-        matmul.fp32_precision = prev
-
-
-_LIB.impl("mm_tf32", _library_mm_tf32, "CompositeExplicitAutograd")
-torch.library.register_fake("tf32probe::mm_tf32")(lambda a, b: a.new_empty(a.shape[0], b.shape[1]))
+_LIB.impl("mm_tf32", _tf32_mm, "CompositeExplicitAutograd")
+torch.library.register_fake("tf32probe::mm_tf32")(_mm_tf32_fake)
 
 
 def chain(op, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

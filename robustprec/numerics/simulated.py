@@ -103,9 +103,8 @@ def gemm_carrier(a: FloatFormat | None, b: FloatFormat | None) -> str:
     return "fp32"
 
 
-@torch.library.custom_op("robustprec::mm_tf32", mutates_args=())
-def _mm_tf32(a: Tensor, b: Tensor) -> Tensor:
-    """float32 mm with TF32 allowed: an opaque op, so the global switch never enters a traced graph."""
+def _tf32_mm(a: Tensor, b: Tensor) -> Tensor:
+    """float32 mm with TF32 allowed for this call (the kernel of `_mm_tf32`)."""
     matmul = torch.backends.cuda.matmul
     prev = matmul.fp32_precision
     matmul.fp32_precision = "tf32"
@@ -113,6 +112,12 @@ def _mm_tf32(a: Tensor, b: Tensor) -> Tensor:
         return torch.mm(a, b)
     finally:
         matmul.fp32_precision = prev
+
+
+@torch.library.custom_op("robustprec::mm_tf32", mutates_args=())
+def _mm_tf32(a: Tensor, b: Tensor) -> Tensor:
+    """float32 mm with TF32 allowed: an opaque op, so the global switch never enters a traced graph."""
+    return _tf32_mm(a, b)
 
 
 @_mm_tf32.register_fake
